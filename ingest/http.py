@@ -1,0 +1,112 @@
+"""The few pieces of HTTP the ingest service needs, on bare ASGI.
+
+No framework: four routes do not need a router, and each layer between the socket
+and Kafka costs throughput (see README "Benchmarks"). This module reads a request
+(with a hard body limit) and writes JSON/redirect responses; it knows nothing of
+postbacks.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_JSON = (b"content-type", b"application/json")
+
+
+@dataclass(slots=True)
+class Request:
+    method: str
+    path: str
+    query: bytes
+    headers: dict[str, str]
+    peer: str
+    body: bytes = b""
+    body_too_large: bool = False
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+async def read_request(scope: Scope, receive: Receive, max_body: int) -> Request:
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+    client = scope.get("client")
+    request = Request(
+        method=scope["method"],
+        path=scope["path"],
+        query=scope.get("query_string", b""),
+        headers=headers,
+        peer=client[0] if client else "",
+    )
+    if request.method != "POST":
+        return request
+    declared = headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_body:
+        request.body_too_large = True
+        return request
+    chunks: list[bytes] = []
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > max_body:
+            request.body_too_large = True
+            return request
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    request.body = b"".join(chunks)
+    return request
+
+
+async def send_json(
+    send: Send, status: int, payload: Mapping[str, Any], headers: Iterable[tuple[bytes, bytes]] = ()
+) -> None:
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [_JSON, (b"content-length", str(len(body)).encode()), *headers],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_bytes(send: Send, status: int, body: bytes, content_type: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_redirect(send: Send, location: str, payload: Mapping[str, Any]) -> None:
+    await send_json(send, 302, payload, [(b"location", location.encode())])
+
+
+class Redactor:
+    """Replaces secret values in a query string or JSON body, whatever the parameter's case."""
+
+    def __init__(self, secret_names: Iterable[str]) -> None:
+        names = "|".join(re.escape(n) for n in sorted(secret_names)) or r"(?!)"
+        self._query_style = re.compile(rf"(?i)((?:^|[&;?])(?:{names})=)[^&;]*")
+        self._json_style = re.compile(rf'(?i)("(?:{names})"\s*:\s*)("(?:[^"\\]|\\.)*"|[^,}}\s]+)')
+
+    def __call__(self, text: str) -> str:
+        return self._json_style.sub(r'\1"REDACTED"', self._query_style.sub(r"\1REDACTED", text))

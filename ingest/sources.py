@@ -1,0 +1,151 @@
+"""The sources file: who sends postbacks, how they authenticate, what their macros mean.
+
+TOML (read with the standard library). Every mistake (unknown preset, alias to an
+unknown field, token auth with no token) fails at start-up with the source's name,
+never at the first request. Example in README "Sources".
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ingest.aliases import STATUS_PRESETS, build_alias_map
+from ingest.auth import Auth, HmacAuth, IPNetwork, NoAuth, TokenAuth
+from ingest.parsing import NormaliseRules
+
+# Parameters never stored anywhere, whatever the source's own token parameter is called.
+ALWAYS_SECRET = frozenset({"token", "security_token", "signature", "sig", "secret", "api_key"})
+
+DEDUP_POLICIES = frozenset({"auto", "per_click", "per_transaction", "per_action"})
+
+
+class ConfigError(ValueError):
+    """The sources or catalog file is unusable; the message names the entry at fault."""
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    name: str
+    auth: Auth
+    rules: NormaliseRules
+    allow_ips: tuple[IPNetwork, ...] = ()
+    dedup_policy: str = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRegistry:
+    sources: Mapping[str, Source]
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    default: str = "default"
+    secret_params: frozenset[str] = field(default=ALWAYS_SECRET)
+
+    def get(self, name: str | None) -> Source | None:
+        return self.sources.get(name or self.default)
+
+
+def load_sources(path: Path) -> SourceRegistry:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    return parse_sources(data, str(path))
+
+
+def parse_sources(data: Mapping[str, Any], where: str = "sources") -> SourceRegistry:
+    raw_sources = data.get("sources")
+    if not isinstance(raw_sources, dict) or not raw_sources:
+        raise ConfigError(f"{where}: no [sources.<name>] tables")
+    sources = {name: _parse_source(name, spec, where) for name, spec in raw_sources.items()}
+    secret_params = ALWAYS_SECRET | {s.auth.param for s in sources.values() if isinstance(s.auth, TokenAuth)}
+    # Every source's rules drop every known secret name, not only its own.
+    sources = {
+        name: Source(
+            s.name,
+            s.auth,
+            NormaliseRules(s.rules.aliases, s.rules.statuses, secret_params),
+            s.allow_ips,
+            s.dedup_policy,
+        )
+        for name, s in sources.items()
+    }
+    return SourceRegistry(
+        sources=sources,
+        trusted_proxies=_networks(data.get("trusted_proxies", []), f"{where}: trusted_proxies"),
+        default=str(data.get("default_source", "default")),
+        secret_params=frozenset(secret_params),
+    )
+
+
+def _parse_source(name: str, spec: Any, where: str) -> Source:
+    at = f"{where}: sources.{name}"
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{at}: must be a table")
+    preset = spec.get("preset", "generic")
+    try:
+        aliases = build_alias_map(preset, spec.get("aliases", {}))
+    except ValueError as exc:
+        raise ConfigError(f"{at}: {exc}") from exc
+    statuses = {**STATUS_PRESETS[preset], **{k.lower(): v for k, v in spec.get("statuses", {}).items()}}
+    policy = spec.get("dedup_policy", "auto")
+    if policy not in DEDUP_POLICIES:
+        raise ConfigError(f"{at}: dedup_policy must be one of {sorted(DEDUP_POLICIES)}")
+    return Source(
+        name=name,
+        auth=_parse_auth(spec, at),
+        rules=NormaliseRules(aliases, statuses),
+        allow_ips=_networks(spec.get("allow_ips", []), f"{at}.allow_ips"),
+        dedup_policy=policy,
+    )
+
+
+def _parse_auth(spec: Mapping[str, Any], at: str) -> Auth:
+    kind = spec.get("auth")
+    if kind == "token":
+        tokens = tuple(spec.get("tokens", ()))
+        if not tokens or not all(isinstance(t, str) and len(t) >= 16 for t in tokens):
+            raise ConfigError(f"{at}: token auth needs `tokens`, each at least 16 characters")
+        return TokenAuth(param=spec.get("token_param", "token"), tokens=tokens)
+    if kind == "hmac":
+        keys = tuple(spec.get("hmac_secrets", ()))
+        if not keys or not all(isinstance(k, str) and len(k) >= 16 for k in keys):
+            raise ConfigError(f"{at}: hmac auth needs `hmac_secrets`, each at least 16 characters")
+        return HmacAuth(
+            secrets=keys,
+            header=spec.get("signature_header", "x-signature").lower(),
+            timestamp_header=spec.get("timestamp_header", "x-timestamp").lower(),
+            max_age_s=int(spec.get("max_age_s", 300)),
+        )
+    if kind == "none":
+        return NoAuth()
+    raise ConfigError(f"{at}: auth must be token, hmac or none (got {kind!r})")
+
+
+def _networks(values: Any, at: str) -> tuple[IPNetwork, ...]:
+    try:
+        return tuple(ipaddress.ip_network(v, strict=False) for v in values)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{at}: {exc}") from exc
+
+
+def write_starter_sources(path: Path) -> str:
+    """A first sources file for the local stack: one `default` source with a fresh token."""
+    token = secrets.token_urlsafe(24)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "# Postback sources. See README 'Sources' for every option.\n"
+        'default_source = "default"\n'
+        "trusted_proxies = []\n\n"
+        "[sources.default]\n"
+        'auth = "token"\n'
+        f'tokens = ["{token}"]\n'
+        'preset = "generic"\n',
+        encoding="utf-8",
+    )
+    path.chmod(0o600)
+    return token

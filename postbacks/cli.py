@@ -1,0 +1,176 @@
+"""The `postbacks` command: one entry point, a subcommand per job."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from postbacks.settings import Settings, SettingsError
+
+
+def _up(settings: Settings, args: argparse.Namespace) -> int:
+    from postbacks.local.stack import LocalStack
+
+    return LocalStack(settings).run()
+
+
+def _service(name: str, run: Callable[[Settings], None], settings: Settings) -> int:
+    """A long-running service: structured logs, a Kafka cluster to talk to, then run until signalled."""
+    from postbacks.logs import configure
+
+    configure(settings.log_level, settings.log_format)
+    if not settings.kafka_bootstrap_servers:
+        print(f"postbacks {name}: set KAFKA_BOOTSTRAP_SERVERS (or run `postbacks up`)", file=sys.stderr)
+        return 2
+    run(settings)
+    return 0
+
+
+def _ingest(settings: Settings, args: argparse.Namespace) -> int:
+    from ingest.server import serve
+
+    return _service("ingest", serve, settings)
+
+
+def _stream(settings: Settings, args: argparse.Namespace) -> int:
+    from stream.worker import run
+
+    return _service("stream", run, settings)
+
+
+def _sink(settings: Settings, args: argparse.Namespace) -> int:
+    from sinks.service import serve
+
+    return _service("sink", lambda s: asyncio.run(serve(s)), settings)
+
+
+def _query(settings: Settings, sql: str) -> tuple[list[str], list[list[Any]]]:
+    """Through a running stack's endpoint when it owns the embedded engine, else directly."""
+    from sinks.clickhouse import connect, is_embedded
+    from sinks.endpoint import remote_query
+    from sinks.migrate import migrate
+
+    dsn = settings.effective_clickhouse_dsn
+    if is_embedded(dsn):
+        remote = remote_query(settings.data_dir, sql)
+        if remote is not None:
+            return remote
+    client = connect(dsn)
+    try:
+        migrate(client, settings.clickhouse_raw_ttl_days)
+        result = client.query(sql, settings={"readonly": 1})
+        return list(result.column_names), [list(r) for r in result.result_rows]
+    finally:
+        client.close()
+
+
+def _report(settings: Settings, args: argparse.Namespace) -> int:
+    from sinks.report import refusals_sql, render, report_sql
+
+    by = [d.strip() for d in args.by.split(",") if d.strip()]
+    try:
+        sql = report_sql(by, args.since, args.until)
+    except ValueError as exc:
+        print(f"postbacks report: {exc}", file=sys.stderr)
+        return 2
+    print(render(*_query(settings, sql), args.format))
+    if args.format == "table":
+        print()
+        print(render(*_query(settings, refusals_sql(args.since, args.until)), args.format))
+    return 0
+
+
+def _sql(settings: Settings, args: argparse.Namespace) -> int:
+    from sinks.report import render
+
+    print(render(*_query(settings, args.query), args.format))
+    return 0
+
+
+def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    from postbacks.demo import run
+
+    seed = args.seed if args.seed is not None else random.randrange(1 << 30)
+    return run(settings, args.clicks, args.rate, seed, args.timeout, _query)
+
+
+def _topics(settings: Settings, args: argparse.Namespace) -> int:
+    from postbacks.topics import Topics, ensure_topics
+
+    if not settings.kafka_bootstrap_servers:
+        print("postbacks topics: set KAFKA_BOOTSTRAP_SERVERS", file=sys.stderr)
+        return 2
+    asyncio.run(ensure_topics(settings))
+    for name in Topics(settings.topic_prefix).all():
+        print(name)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="postbacks", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser(
+        "up", help="run the whole pipeline locally (embedded broker unless KAFKA_BOOTSTRAP_SERVERS)"
+    )
+    sub.add_parser("ingest", help="run only the ingest HTTP service against KAFKA_BOOTSTRAP_SERVERS")
+    sub.add_parser("stream", help="run one stream worker (dedup, attribution, enrichment) against Kafka")
+    sub.add_parser("sink", help="run the ClickHouse writers (migrates the schema first)")
+    report = sub.add_parser("report", help="conversions, revenue, payout, CR and EPC from ClickHouse")
+    report.add_argument(
+        "--by",
+        default="day,campaign,publisher",
+        help="comma-separated: "
+        + ", ".join(["hour", "day", "offer", "campaign", "publisher", "country", "event"]),
+    )
+    report.add_argument("--since", type=_when, help="UTC date or datetime, inclusive")
+    report.add_argument("--until", type=_when, help="UTC date or datetime, exclusive")
+    report.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    sql = sub.add_parser("sql", help="run read-only SQL against the pipeline's ClickHouse")
+    sql.add_argument("query")
+    sql.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    demo = sub.add_parser(
+        "demo", help="a synthetic day through a fresh local stack, checked measure by measure"
+    )
+    demo.add_argument("--clicks", type=int, default=5000)
+    demo.add_argument("--rate", type=float, default=500.0, help="requests per second at most")
+    demo.add_argument("--seed", type=int, help="replays the same day")
+    demo.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds to wait for the pipeline to drain"
+    )
+    sub.add_parser("topics", help="create the pipeline's topics (idempotent) and list them")
+    return parser
+
+
+COMMANDS = {
+    "up": _up,
+    "ingest": _ingest,
+    "stream": _stream,
+    "sink": _sink,
+    "report": _report,
+    "sql": _sql,
+    "demo": _demo,
+    "topics": _topics,
+}
+
+
+def _when(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"postbacks: {exc}", file=sys.stderr)
+        return 2
+    return COMMANDS[args.command](settings, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

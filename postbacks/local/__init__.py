@@ -1,0 +1,1 @@
+"""The local stack: embedded broker launcher and the `postbacks up` supervisor."""

@@ -1,0 +1,168 @@
+"""The one settings object of the pipeline, read from environment variables.
+
+Every process (ingest, stream workers, sinks, the CLI) builds its configuration
+here and nowhere else, so an operator reads one table in the README to know what
+can be tuned. Values are parsed once at start-up; a bad value fails fast with the
+variable's name in the message rather than at the first request.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the pipeline cannot use."""
+
+
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {raw!r}")
+
+
+_PARSERS: dict[type[Any] | str, Callable[[str], Any]] = {
+    "str": str,
+    "int": int,
+    "float": float,
+    "bool": _parse_bool,
+    "Path": Path,
+    "Path | None": lambda raw: Path(raw) if raw else None,
+    "str | None": lambda raw: raw or None,
+}
+
+
+def _env(name: str) -> dict[str, str]:
+    """Metadata that ties a settings field to its environment variable."""
+    return {"env": name}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Typed configuration. Field metadata names the environment variable."""
+
+    # Where local state lives: the embedded broker's data, the embedded ClickHouse
+    # engine, generated secrets. Everything the local stack writes stays below it.
+    data_dir: Path = field(default=Path(".data"), metadata=_env("POSTBACKS_DATA_DIR"))
+
+    # Kafka. Empty means "start the embedded broker" for `postbacks up` and tests;
+    # services started on their own (`postbacks ingest`) require it.
+    kafka_bootstrap_servers: str = field(default="", metadata=_env("KAFKA_BOOTSTRAP_SERVERS"))
+    # Prefix for every topic name, so several pipelines (or test cases) share a cluster.
+    topic_prefix: str = field(default="", metadata=_env("TOPIC_PREFIX"))
+    topic_partitions: int = field(default=6, metadata=_env("TOPIC_PARTITIONS"))
+    topic_replication_factor: int = field(default=1, metadata=_env("TOPIC_REPLICATION_FACTOR"))
+    # Producer tuning: linger trades a few ms of latency for larger broker requests.
+    kafka_linger_ms: int = field(default=2, metadata=_env("KAFKA_LINGER_MS"))
+    kafka_compression: str | None = field(default=None, metadata=_env("KAFKA_COMPRESSION"))
+
+    # ClickHouse: `chdb:///dir` (embedded engine, one owning process) or `http(s)://...`.
+    # Empty means the embedded engine under data_dir.
+    clickhouse_dsn: str = field(default="", metadata=_env("CLICKHOUSE_DSN"))
+
+    # Ingest HTTP service.
+    ingest_host: str = field(default="127.0.0.1", metadata=_env("INGEST_HOST"))
+    ingest_port: int = field(default=8080, metadata=_env("INGEST_PORT"))
+    ingest_workers: int = field(default=1, metadata=_env("INGEST_WORKERS"))
+    # Sources (auth secrets, alias maps, allow-lists) and the offer catalog (click redirects).
+    sources_file: Path | None = field(default=None, metadata=_env("SOURCES_FILE"))
+    catalog_file: Path | None = field(default=None, metadata=_env("CATALOG_FILE"))
+    # How long a request may wait for the broker's acknowledgement before it is
+    # answered 503 + Retry-After (senders retry on 5xx; we never buffer without bound).
+    publish_timeout_s: float = field(default=5.0, metadata=_env("PUBLISH_TIMEOUT_S"))
+    # Requests waiting on the broker at once; beyond it new requests get 503 at once.
+    max_in_flight: int = field(default=10_000, metadata=_env("INGEST_MAX_IN_FLIGHT"))
+    max_body_bytes: int = field(default=64 * 1024, metadata=_env("INGEST_MAX_BODY_BYTES"))
+    max_params: int = field(default=200, metadata=_env("INGEST_MAX_PARAMS"))
+    retry_after_s: int = field(default=5, metadata=_env("INGEST_RETRY_AFTER_S"))
+
+    # Stream workers (Faust). State lives in RocksDB under data_dir/stream/<worker name>.
+    stream_store: str = field(default="rocksdb", metadata=_env("STREAM_STORE"))
+    stream_worker_name: str = field(default="worker-0", metadata=_env("STREAM_WORKER_NAME"))
+    stream_commit_interval_s: float = field(default=1.0, metadata=_env("STREAM_COMMIT_INTERVAL_S"))
+    stream_tick_interval_s: float = field(default=1.0, metadata=_env("STREAM_TICK_INTERVAL_S"))
+    # How long a silent (crashed) worker keeps its partitions before the group moves them.
+    stream_session_timeout_s: float = field(default=30.0, metadata=_env("STREAM_SESSION_TIMEOUT_S"))
+    # Attribution defaults; an offer in the catalog may override each.
+    unknown_click_grace_s: float = field(default=300.0, metadata=_env("UNKNOWN_CLICK_GRACE_S"))
+    click_ttl_days: float = field(default=30.0, metadata=_env("CLICK_TTL_DAYS"))
+    window_install_days: float = field(default=7.0, metadata=_env("ATTRIBUTION_WINDOW_INSTALL_DAYS"))
+    window_event_days: float = field(default=30.0, metadata=_env("ATTRIBUTION_WINDOW_EVENT_DAYS"))
+    ctit_min_s: float = field(default=10.0, metadata=_env("CTIT_MIN_S"))
+    ctit_long_s: float = field(default=86_400.0, metadata=_env("CTIT_LONG_S"))
+    # Modules that register custom dedup policies, fraud rules or enrichment steps (comma-separated).
+    stream_plugins: str = field(default="", metadata=_env("STREAM_PLUGINS"))
+    # Sinks: batches bounded by rows and by time; raw-table retention.
+    sink_batch_rows: int = field(default=50_000, metadata=_env("SINK_BATCH_ROWS"))
+    sink_batch_seconds: float = field(default=1.0, metadata=_env("SINK_BATCH_SECONDS"))
+    clickhouse_raw_ttl_days: int = field(default=180, metadata=_env("CLICKHOUSE_RAW_TTL_DAYS"))
+    # Currency rates: the shipped defaults unless a file is given; fx.rates topic overrides live.
+    fx_rates_file: Path | None = field(default=None, metadata=_env("FX_RATES_FILE"))
+
+    log_level: str = field(default="INFO", metadata=_env("LOG_LEVEL"))
+    log_format: str = field(default="json", metadata=_env("LOG_FORMAT"))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from `environ` (default: the process environment)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = f.metadata["env"]
+            if name not in env:
+                continue
+            parser = _PARSERS[str(f.type)]
+            try:
+                values[f.name] = parser(env[name])
+            except ValueError as exc:
+                raise SettingsError(f"{name}: {exc}") from exc
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if not 0 < self.ingest_port < 65536:
+            raise SettingsError(f"INGEST_PORT out of range: {self.ingest_port}")
+        if self.topic_partitions < 1:
+            raise SettingsError("TOPIC_PARTITIONS must be at least 1")
+        if self.publish_timeout_s <= 0:
+            raise SettingsError("PUBLISH_TIMEOUT_S must be positive")
+        if self.stream_store not in {"rocksdb", "memory"}:
+            raise SettingsError("STREAM_STORE must be rocksdb or memory")
+        if self.log_format not in {"json", "text"}:
+            raise SettingsError("LOG_FORMAT must be json or text")
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    @property
+    def effective_sources_file(self) -> Path:
+        return self.sources_file or self.data_dir / "sources.toml"
+
+    @property
+    def effective_clickhouse_dsn(self) -> str:
+        return self.clickhouse_dsn or f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that reproduces these settings in a child process."""
+        env: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            env[f.metadata["env"]] = ("1" if value else "0") if isinstance(value, bool) else str(value)
+        return env
+
+
+def env_table() -> list[tuple[str, str, str]]:
+    """(variable, default, field) rows: used by the README test that keeps the docs honest."""
+    return [(f.metadata["env"], repr(f.default), f.name) for f in fields(Settings)]

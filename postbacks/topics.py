@@ -1,0 +1,110 @@
+"""Kafka topic names and their explicit creation.
+
+Topics are created up front with their partition counts: a topic auto-created by a
+first produce gets the broker's default count, and Faust refuses to start when a
+source topic and its table changelog disagree (PartitionsMismatch). Creating them
+here, once, keeps every stage's view of the layout identical.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from postbacks.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Every topic the pipeline uses, with the deployment's prefix applied."""
+
+    prefix: str = ""
+
+    def _name(self, base: str) -> str:
+        return f"{self.prefix}{base}"
+
+    @property
+    def postbacks_raw(self) -> str:
+        return self._name("postbacks.raw")
+
+    @property
+    def clicks_raw(self) -> str:
+        return self._name("clicks.raw")
+
+    @property
+    def postbacks_rejected(self) -> str:
+        return self._name("postbacks.rejected")
+
+    @property
+    def conversions_attributed(self) -> str:
+        return self._name("conversions.attributed")
+
+    @property
+    def postbacks_duplicates(self) -> str:
+        return self._name("postbacks.duplicates")
+
+    @property
+    def stream_ticks(self) -> str:
+        """Control topic co-partitioned with the sources: clock ticks for time-based decisions."""
+        return self._name("stream.ticks")
+
+    @property
+    def fx_rates(self) -> str:
+        return self._name("fx.rates")
+
+    @property
+    def dead_letter(self) -> str:
+        return self._name("postbacks.deadletter")
+
+    def all(self) -> list[str]:
+        return [
+            self.postbacks_raw,
+            self.clicks_raw,
+            self.postbacks_rejected,
+            self.conversions_attributed,
+            self.postbacks_duplicates,
+            self.stream_ticks,
+            self.fx_rates,
+            self.dead_letter,
+        ]
+
+
+class TopicLayoutError(RuntimeError):
+    """An existing topic has a partition count other than the configured one."""
+
+
+async def ensure_topics(settings: Settings, names: list[str] | None = None, timeout_s: float = 30.0) -> None:
+    """Create missing topics; fail loudly when an existing one has the wrong partition count."""
+    topics = names if names is not None else Topics(settings.topic_prefix).all()
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=int(timeout_s * 1000)
+    )
+    await asyncio.wait_for(admin.start(), timeout_s)
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in topics if t not in existing]
+        if missing:
+            new = [NewTopic(t, settings.topic_partitions, settings.topic_replication_factor) for t in missing]
+            response = await admin.create_topics(new, timeout_ms=int(timeout_s * 1000))
+            for name, code, *_ in response.topic_errors:
+                # Already-exists means another process won the race; the layout check below still applies.
+                if code not in (0, TopicAlreadyExistsError.errno):
+                    raise KafkaError(f"create topic {name}: error {code}")
+            log.info("topics created", extra={"topics": missing})
+        described = await admin.describe_topics(topics)
+        for topic in described:
+            if topic["error_code"]:
+                raise KafkaError(f"describe {topic['topic']}: error {topic['error_code']}")
+            count = len(topic["partitions"])
+            if count != settings.topic_partitions:
+                raise TopicLayoutError(
+                    f"topic {topic['topic']} has {count} partitions, configured {settings.topic_partitions}"
+                )
+    finally:
+        await admin.close()

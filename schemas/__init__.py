@@ -1,0 +1,162 @@
+"""Avro schemas of every Kafka topic, versioned, and the codec that reads and writes them.
+
+Records are written schemaless (no per-message schema, no registry round trip) and
+carry the writer's schema name and version in Kafka headers. A reader resolves the
+writer's version against the newest it knows, so producers and consumers can be
+upgraded one at a time as long as each new version is backward-compatible with the
+previous one (tests/unit/test_schemas.py checks that with fastavro's resolution).
+
+Files live in `schemas/avro/<name>.v<N>.avsc`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib.resources import files
+from typing import Any
+
+import fastavro
+
+SCHEMA_HEADER = "schema"
+VERSION_HEADER = "schema-version"
+
+_FILE_NAME = re.compile(r"^(?P<name>[a-z_]+)\.v(?P<version>\d+)\.avsc$")
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+class SchemaError(ValueError):
+    """A message cannot be decoded: unknown schema, missing headers or bad bytes."""
+
+
+@dataclass(frozen=True, slots=True)
+class VersionedSchema:
+    name: str
+    version: int
+    parsed: Any  # fastavro's parsed schema
+    parsed_millis: Any  # the same with timestamp-millis read as plain ints (unix ms)
+    headers: list[tuple[str, bytes]]  # what a record written with this version carries; built once
+
+
+@cache
+def all_versions() -> dict[str, dict[int, VersionedSchema]]:
+    """Every schema file shipped with the package: name -> version -> schema."""
+    found: dict[str, dict[int, VersionedSchema]] = {}
+    for entry in files(__name__).joinpath("avro").iterdir():
+        match = _FILE_NAME.match(entry.name)
+        if not match:
+            continue
+        raw = json.loads(entry.read_text(encoding="utf-8"))
+        name, version = match["name"], int(match["version"])
+        found.setdefault(name, {})[version] = VersionedSchema(
+            name,
+            version,
+            fastavro.parse_schema(raw),
+            fastavro.parse_schema(_without_timestamps(raw)),
+            [(SCHEMA_HEADER, name.encode()), (VERSION_HEADER, str(version).encode())],
+        )
+    return found
+
+
+def _without_timestamps(schema: Any) -> Any:
+    """A copy of a schema whose timestamp-millis fields read back as ints.
+
+    The stream computes with unix milliseconds; building a datetime per field per
+    event only to turn it back into a number is waste on the hot path.
+    """
+    if isinstance(schema, dict):
+        if schema.get("logicalType") == "timestamp-millis":
+            return schema["type"]
+        return {k: _without_timestamps(v) for k, v in schema.items()}
+    if isinstance(schema, list):
+        return [_without_timestamps(item) for item in schema]
+    return schema
+
+
+def latest(name: str) -> VersionedSchema:
+    versions = all_versions().get(name)
+    if not versions:
+        raise SchemaError(f"unknown schema {name!r}")
+    return versions[max(versions)]
+
+
+class Codec:
+    """Encoder/decoder for one topic's schema.
+
+    `millis=True` reads timestamps as unix milliseconds (ints) instead of datetimes;
+    writing accepts either.
+    """
+
+    def __init__(self, name: str, millis: bool = False) -> None:
+        self.schema = latest(name)
+        self.headers = self.schema.headers
+        self.version = self.schema.version
+        self._versions = all_versions()[name]
+        self._millis = millis
+
+    def encode(self, record: Mapping[str, Any]) -> bytes:
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, self.schema.parsed, record)
+        return buf.getvalue()
+
+    def decode(self, payload: bytes, headers: Headers | None = None) -> dict[str, Any]:
+        """Decode with the writer's version from the headers, resolved to the newest schema."""
+        return self.decode_version(payload, self._writer_schema(headers))
+
+    def decode_version(self, payload: bytes, writer: VersionedSchema | int) -> dict[str, Any]:
+        """Decode bytes written with a known version (e.g. stored alongside in a state record)."""
+        if isinstance(writer, int):
+            try:
+                writer = self._versions[writer]
+            except KeyError as exc:
+                raise SchemaError(f"unknown version {writer} of {self.schema.name}") from exc
+        if self._millis:
+            writer_schema, reader_schema = writer.parsed_millis, self.schema.parsed_millis
+        else:
+            writer_schema, reader_schema = writer.parsed, self.schema.parsed
+        try:
+            result = fastavro.schemaless_reader(io.BytesIO(payload), writer_schema, reader_schema)
+        except Exception as exc:  # fastavro raises assorted errors on corrupt input
+            raise SchemaError(f"cannot decode {self.schema.name} v{writer.version}: {exc}") from exc
+        if not isinstance(result, dict):
+            raise SchemaError(f"{self.schema.name} decoded to {type(result).__name__}, not a record")
+        return result
+
+    def headers_for(self, version: int) -> list[tuple[str, bytes]]:
+        """Headers for bytes written with `version` (a replay may re-send bytes of an older one)."""
+        return self._versions[version].headers
+
+    def writer_version(self, headers: Headers | None) -> int:
+        return self._writer_schema(headers).version
+
+    def _writer_schema(self, headers: Headers | None) -> VersionedSchema:
+        if not headers:
+            return self.schema
+        values = dict(headers)
+        name = values.get(SCHEMA_HEADER)
+        if name is not None and name.decode(errors="replace") != self.schema.name:
+            raise SchemaError(f"message has schema {name!r}, expected {self.schema.name!r}")
+        raw_version = values.get(VERSION_HEADER)
+        if raw_version is None:
+            return self.schema
+        try:
+            return self._versions[int(raw_version)]
+        except (ValueError, KeyError) as exc:
+            raise SchemaError(f"unknown version {raw_version!r} of {self.schema.name}") from exc
+
+
+POSTBACK_RAW = "postback_raw"
+CLICK = "click"
+POSTBACK_REJECTED = "postback_rejected"
+CONVERSION = "conversion"
+POSTBACK_DUPLICATE = "postback_duplicate"
+CLICK_STATE = "click_state"
+PENDING_INDEX = "pending_index"
+STREAM_TICK = "stream_tick"
+FX_RATE = "fx_rate"
+DEAD_LETTER = "dead_letter"

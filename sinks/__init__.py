@@ -1,0 +1,1 @@
+"""Sinks: batched, exactly-once writers into ClickHouse (issue: sinks stage)."""

@@ -1,0 +1,44 @@
+"""`postbacks sink`: migrate, then run a writer per table until SIGTERM/SIGINT (flushing on the way out)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from postbacks.settings import Settings
+from sinks.clickhouse import ClickHouse, is_embedded
+from sinks.endpoint import QueryEndpoint
+from sinks.migrate import migrate
+from sinks.tables import SPECS
+from sinks.writer import TableWriter
+
+log = logging.getLogger(__name__)
+
+
+async def serve(settings: Settings) -> None:
+    dsn = settings.effective_clickhouse_dsn
+    clickhouse = ClickHouse(dsn)
+    applied = await clickhouse.run(migrate, clickhouse.client, settings.clickhouse_raw_ttl_days)
+    log.info("clickhouse ready", extra={"dsn": dsn.split("@")[-1], "migrations_applied": applied})
+    endpoint = QueryEndpoint(clickhouse, settings.data_dir) if is_embedded(dsn) else None
+    if endpoint is not None:
+        await endpoint.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    writers = [TableWriter(spec, settings, clickhouse) for spec in SPECS]
+    try:
+        await asyncio.gather(*(writer.run(stop) for writer in writers))
+    finally:
+        if endpoint is not None:
+            await endpoint.stop()
+        clickhouse.close()
+        log.info(
+            "sink stopped",
+            extra={
+                "inserted": {w.spec.name: w.inserted for w in writers},
+                "undecodable": {w.spec.name: w.undecodable for w in writers},
+            },
+        )

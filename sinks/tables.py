@@ -1,0 +1,130 @@
+"""Which topic goes to which table, and how a record becomes a row.
+
+Each spec also says how to recognise a record the stream may have emitted twice (a
+replay after a worker crash re-emits identical records at new offsets): conversions
+by (conversion_id, version), refusals and duplicates by request_id. Clicks come only
+from ingest, once each, so their Kafka offsets are identity enough.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from postbacks.topics import Topics
+from schemas import CLICK, CONVERSION, POSTBACK_DUPLICATE, POSTBACK_REJECTED
+
+Record = Mapping[str, Any]
+Identity = tuple[Any, ...]
+
+OFFSET_COLUMNS = ("kafka_partition", "kafka_offset")
+# Columns that are plain (non-Nullable) strings in ClickHouse: absent means "".
+_EMPTY_STRING = frozenset({"campaign_id", "country_code", "offer_id", "publisher_id", "source"})
+
+
+@dataclass(frozen=True, slots=True)
+class TableSpec:
+    name: str
+    topic: Callable[[Topics], str]
+    schema: str
+    columns: tuple[str, ...]
+    identity: Callable[[Record], Identity] | None = None
+    # SELECT returning (identity..., kafka_partition, kafka_offset) of stored rows among the batch's ids.
+    identity_sql: str | None = None
+
+    def row(self, record: Record, partition: int, offset: int) -> list[Any]:
+        values = []
+        for column in self.columns:
+            value = record.get(column)
+            if value is None and column in _EMPTY_STRING:
+                value = ""
+            values.append(value)
+        return [*values, partition, offset]
+
+    @property
+    def insert_columns(self) -> tuple[str, ...]:
+        return (*self.columns, *OFFSET_COLUMNS)
+
+    def identity_parameters(self, records: Sequence[Record]) -> dict[str, Any]:
+        """Parameters for identity_sql: the batch's ids, and its time span (records repeat exactly)."""
+        assert self.identity is not None
+        ids = sorted({self.identity(r)[0] for r in records})
+        params: dict[str, Any] = {"ids": ids}
+        if records and "received_at" in records[0]:
+            times = [r["received_at"] for r in records]
+            params["lo"], params["hi"] = min(times) - timedelta(seconds=1), max(times) + timedelta(seconds=1)
+        return params
+
+
+_CLICK_COLUMNS = (
+    "click_id", "clicked_at", "offer_id", "publisher_id", "campaign_id", "pub_click_id",
+    "sub1", "sub2", "sub3", "sub4", "sub5", "ip", "user_agent", "referrer", "country_code",
+)  # fmt: skip
+
+_CONVERSION_COLUMNS = (
+    "conversion_id", "version", "status", "previous_status", "previous_version", "dedup_key", "request_id",
+    "received_at", "source", "click_id", "event_name", "is_install", "conversion_time", "install_time",
+    "click_time", "click_to_conversion_s", "ctit_long", "offer_id", "publisher_id", "campaign_id",
+    "pub_click_id", "sub1", "sub2", "sub3", "sub4", "sub5", "transaction_id", "action_id", "goal",
+    "revenue", "revenue_currency", "revenue_usd", "payout", "payout_currency", "payout_usd",
+    "previous_revenue_usd", "previous_payout_usd", "fx_rate", "country_code", "device_ip", "click_ip",
+    "device_family", "os_family", "os_version", "browser_family", "platform", "app_id", "site_id", "idfa",
+    "gaid", "android_id", "is_retargeting", "event_value", "extra", "enrichment",
+)  # fmt: skip
+
+_REJECTED_COLUMNS = (
+    "request_id", "received_at", "stage", "reason", "detail", "field", "http_status", "source", "click_id",
+    "method", "path", "query", "body", "content_type", "sender_ip", "offer_id", "publisher_id", "campaign_id",
+    "event_name", "payout", "revenue", "currency", "conversion_id",
+)  # fmt: skip
+
+_DUPLICATE_COLUMNS = (
+    "request_id", "received_at", "source", "click_id", "conversion_id", "dedup_key", "reason", "status",
+    "current_status", "event_name", "offer_id", "publisher_id", "payout", "revenue", "currency",
+)  # fmt: skip
+
+
+def _by_request(record: Record) -> Identity:
+    return (record["request_id"],)
+
+
+SPECS: tuple[TableSpec, ...] = (
+    TableSpec("clicks", lambda t: t.clicks_raw, CLICK, _CLICK_COLUMNS),
+    TableSpec(
+        "conversion_versions",
+        lambda t: t.conversions_attributed,
+        CONVERSION,
+        _CONVERSION_COLUMNS,
+        identity=lambda r: (r["conversion_id"], r["version"]),
+        identity_sql=(
+            "SELECT conversion_id, version, kafka_partition, kafka_offset FROM conversion_versions "
+            "WHERE conversion_id IN {ids:Array(String)}"
+        ),
+    ),
+    TableSpec(
+        "rejected_postbacks",
+        lambda t: t.postbacks_rejected,
+        POSTBACK_REJECTED,
+        _REJECTED_COLUMNS,
+        identity=_by_request,
+        identity_sql=(
+            "SELECT request_id, kafka_partition, kafka_offset FROM rejected_postbacks "
+            "WHERE received_at BETWEEN {lo:DateTime64(3)} "
+            "AND {hi:DateTime64(3)} AND request_id IN {ids:Array(String)}"
+        ),
+    ),
+    TableSpec(
+        "duplicate_postbacks",
+        lambda t: t.postbacks_duplicates,
+        POSTBACK_DUPLICATE,
+        _DUPLICATE_COLUMNS,
+        identity=_by_request,
+        identity_sql=(
+            "SELECT request_id, kafka_partition, kafka_offset FROM duplicate_postbacks "
+            "WHERE received_at BETWEEN {lo:DateTime64(3)} "
+            "AND {hi:DateTime64(3)} AND request_id IN {ids:Array(String)}"
+        ),
+    ),
+)

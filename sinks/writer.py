@@ -1,0 +1,271 @@
+"""A table writer: consume one topic, insert into ClickHouse in batches, exactly once.
+
+Batches hold one Kafka partition's consecutive offsets. Each goes through:
+1. plan     commit the batch's first offset with metadata `batch:<first>-<last>`;
+2. insert   with deduplication token `<table>:<partition>:<first>-<last>`;
+3. done     commit `<last>+1`.
+After a crash anywhere in between, the restarted writer finds the plan in the
+committed metadata and re-forms exactly that batch with exactly that token.
+ClickHouse then drops what the first attempt stored and inserts what it did not:
+that includes the materialized views, which an interrupted insert can leave
+behind the table they read from (a SIGKILL between the two). Every table and
+aggregate carries non_replicated_deduplication_window for this.
+
+Records the stream may have re-emitted after its own crash (the same conversion
+version or request id at a new offset) are dropped if already stored at another
+offset, so a replayed batch is filtered exactly as the first attempt was.
+
+While ClickHouse is unavailable the writer retries with backoff and stops fetching:
+offsets stay uncommitted, memory stays bounded by the batches in hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import OffsetAndMetadata
+
+from postbacks.groups import sink_client, sink_group
+from postbacks.settings import Settings
+from postbacks.topics import Topics
+from schemas import Codec, SchemaError
+from sinks.clickhouse import ClickHouse
+from sinks.tables import TableSpec
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 10.0
+_PLAN = re.compile(r"^batch:(\d+)-(\d+)$")
+
+
+@dataclass
+class Batch:
+    """Consecutive records of one partition waiting to be inserted."""
+
+    partition: int
+    rows: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    started: float = 0.0
+    # Set when re-forming a batch planned before a crash: its exact range.
+    planned: tuple[int, int] | None = None
+
+    def add(self, offset: int, record: dict[str, Any]) -> None:
+        if not self.rows:
+            self.started = time.monotonic()
+        self.rows.append((offset, record))
+
+    @property
+    def first(self) -> int:
+        return self.planned[0] if self.planned else self.rows[0][0]
+
+    @property
+    def last(self) -> int:
+        return self.planned[1] if self.planned else self.rows[-1][0]
+
+    @property
+    def plan(self) -> str:
+        return f"batch:{self.first}-{self.last}"
+
+    def token(self, table: str) -> str:
+        """Names exactly this batch: the same offsets give the same token after a restart."""
+        return f"{table}:{self.partition}:{self.first}-{self.last}"
+
+    def complete(self, offset: int) -> bool:
+        """A re-formed batch is complete once the consumer has passed its planned last offset."""
+        return self.planned is not None and offset >= self.planned[1]
+
+    def due(self, max_rows: int, max_wait_s: float) -> bool:
+        if self.planned is not None:
+            return False  # only `complete` flushes a re-formed batch
+        return bool(self.rows) and (
+            len(self.rows) >= max_rows or time.monotonic() - self.started >= max_wait_s
+        )
+
+
+def parse_plan(metadata: str | None) -> tuple[int, int] | None:
+    match = _PLAN.match(metadata or "")
+    return (int(match[1]), int(match[2])) if match else None
+
+
+def new_rows(spec: TableSpec, batch: Batch, stored: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
+    """Rows to insert: each identity once, none stored at an offset outside this batch.
+
+    `stored` rows are (identity..., kafka_partition, kafka_offset).
+    """
+    own = {(batch.partition, offset) for offset, _ in batch.rows}
+    seen = {tuple(row[:-2]) for row in stored if (row[-2], row[-1]) not in own}
+    rows = []
+    for offset, record in batch.rows:
+        if spec.identity is not None:
+            identity = spec.identity(record)
+            if identity in seen:
+                continue
+            seen.add(identity)
+        rows.append(spec.row(record, batch.partition, offset))
+    return rows
+
+
+class TableWriter:
+    def __init__(self, spec: TableSpec, settings: Settings, clickhouse: ClickHouse) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.clickhouse = clickhouse
+        self.topic = spec.topic(Topics(settings.topic_prefix))
+        self.group = sink_group(settings.topic_prefix, spec.name)
+        self.codec = Codec(spec.schema)
+        self.batches: dict[int, Batch] = {}
+        # Partitions whose committed plan has been read; records of others are not taken (see on_assigned).
+        self.ready: set[int] = set()
+        self.inserted = 0
+        self.undecodable = 0
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            group_id=self.group,
+            client_id=sink_client(spec.name),
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+            # A long ClickHouse outage must not cost the group membership: we are retrying, not stuck.
+            max_poll_interval_ms=3_600_000,
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.consumer.subscribe([self.topic], listener=_Listener(self))
+        await self.consumer.start()
+        try:
+            while not stop.is_set():
+                fetched = await self.consumer.getmany(
+                    timeout_ms=200, max_records=self.settings.sink_batch_rows
+                )
+                for tp, messages in fetched.items():
+                    await self._take(tp.partition, messages)
+                for batch in list(self.batches.values()):
+                    if batch.due(self.settings.sink_batch_rows, self.settings.sink_batch_seconds):
+                        await self.flush(batch.partition)
+            await self.flush_all()
+        finally:
+            await self.consumer.stop()
+
+    async def _take(self, partition: int, messages: Sequence[Any]) -> None:
+        if partition not in self.ready:
+            return  # fetched before its plan was read: on_assigned seeks back, they come again
+        batch = self.batches.setdefault(partition, Batch(partition))
+        for message in messages:
+            if batch.planned is not None and message.offset > batch.planned[1]:
+                await self.flush(partition)  # the re-formed batch ends here, exactly as planned
+                batch = self.batches.setdefault(partition, Batch(partition))
+            try:
+                record = self.codec.decode(message.value, message.headers)
+            except SchemaError as exc:  # our own topics: should not happen; never silently
+                self.undecodable += 1
+                log.error(
+                    "undecodable record skipped",
+                    extra={
+                        "table": self.spec.name,
+                        "partition": partition,
+                        "offset": message.offset,
+                        "error": str(exc),
+                    },
+                )
+            else:
+                batch.add(message.offset, record)
+            if batch.complete(message.offset):
+                await self.flush(partition)
+                batch = self.batches.setdefault(partition, Batch(partition))
+
+    async def flush_all(self) -> None:
+        for partition in list(self.batches):
+            await self.flush(partition)
+
+    async def flush(self, partition: int) -> None:
+        batch = self.batches.pop(partition, None)
+        if batch is None or (not batch.rows and batch.planned is None):
+            return
+        tp = TopicPartition(self.topic, partition)
+        if batch.planned is None:
+            await self.consumer.commit({tp: OffsetAndMetadata(batch.first, batch.plan)})
+        backoff = 0.2
+        while True:
+            try:
+                rows = new_rows(self.spec, batch, await self._stored(batch)) if batch.rows else []
+                if rows:
+                    await self.clickhouse.insert(
+                        self.spec.name, rows, self.spec.insert_columns, batch.token(self.spec.name)
+                    )
+                break
+            except Exception as exc:  # ClickHouse away or failing: keep the batch, back off, retry
+                log.warning(
+                    "insert failed, retrying",
+                    extra={
+                        "table": self.spec.name,
+                        "rows": len(batch.rows),
+                        "error": repr(exc)[:500],
+                        "retry_s": backoff,
+                    },
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+        self.inserted += len(rows)
+        await self.consumer.commit({tp: OffsetAndMetadata(batch.last + 1, "")})
+
+    async def _stored(self, batch: Batch) -> list[tuple[Any, ...]]:
+        if self.spec.identity_sql is None:
+            return []
+        params = self.spec.identity_parameters([record for _, record in batch.rows])
+        return await self.clickhouse.query(self.spec.identity_sql, params)
+
+    async def on_assigned(self, partitions: set[TopicPartition]) -> None:
+        """Re-form the batch a crash interrupted, from the plan in the committed metadata.
+
+        The consumer may fetch a new partition while this runs; until the plan is read its
+        records are not taken, and the partition is then sought back to the committed offset.
+        """
+        self.ready -= {tp.partition for tp in partitions}
+        if not partitions:
+            return
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap_servers)
+        await admin.start()
+        try:
+            committed = await admin.list_consumer_group_offsets(self.group, partitions=list(partitions))
+        finally:
+            await admin.close()
+        for tp in partitions:
+            meta = committed.get(tp)
+            plan = parse_plan(meta.metadata if meta else None)
+            self.batches.pop(tp.partition, None)
+            if plan is not None and meta is not None and plan[0] == meta.offset:
+                self.batches[tp.partition] = Batch(tp.partition, planned=plan)
+                log.info(
+                    "re-forming an interrupted batch",
+                    extra={"table": self.spec.name, "partition": tp.partition, "plan": plan},
+                )
+            if meta is not None and meta.offset >= 0:
+                self.consumer.seek(tp, meta.offset)
+            else:
+                await self.consumer.seek_to_beginning(tp)
+            self.ready.add(tp.partition)
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, writer: TableWriter) -> None:
+        self.writer = writer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        # Re-formed batches not yet complete stay planned in Kafka for the next owner.
+        for tp in revoked:
+            batch = self.writer.batches.get(tp.partition)
+            if tp.partition in self.writer.ready and batch is not None and batch.planned is None:
+                await self.writer.flush(tp.partition)
+            self.writer.batches.pop(tp.partition, None)
+            self.writer.ready.discard(tp.partition)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self.writer.on_assigned(assigned)

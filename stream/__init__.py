@@ -1,0 +1,1 @@
+"""Stream: Faust agents that deduplicate, attribute and enrich postbacks (issue: stream stage)."""

@@ -1,0 +1,362 @@
+"""The Faust application: tables, the attribution agent and the clock, wired around stream.decide.
+
+One agent reads three co-partitioned topics (same partition count, all keyed by
+click id): `clicks.raw`, `postbacks.raw` and `stream.ticks`. Faust assigns partition
+N of all three to the same worker, so a postback meets its click, its dedup state
+and its held siblings in one place, processed one event at a time. Ingest already
+keys both sources by click id, so no repartition topic is needed.
+
+Tables (RocksDB via rocksdict by default, changelog-backed):
+  click-state    click id -> the click, its conversions' dedup decisions, postbacks held for it
+  pending-index  click id -> (partition, due time) for states holding postbacks, so the clock
+                 finds them without scanning every click
+
+Guarantees. Faust runs at-least-once and flushes its producer before committing
+offsets. On the hot path, decisions keep what they emitted, so a replay re-emits
+it (stream/decide.py). On the two rare paths that consume held postbacks (their click
+arrives; their grace period ends) the agent waits for the outputs' acknowledgements
+before it writes the state: a crash in between repeats outputs (idempotent by
+request id / conversion version downstream) but never loses them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable, MutableMapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from postbacks.catalog import Catalog
+from postbacks.groups import stream_client, stream_group
+from postbacks.settings import Settings
+from postbacks.topics import Topics
+from schemas import CLICK, DEAD_LETTER, FX_RATE, POSTBACK_RAW, SCHEMA_HEADER, STREAM_TICK, Codec, SchemaError
+from stream.decide import CONVERSION_KIND, DUPLICATE_KIND, REJECTED_KIND, Decider, Emit
+from stream.rules.fx import load_rates
+from stream.state import ClickState, PendingPostback, StateCodec
+
+log = logging.getLogger(__name__)
+
+
+def _bytes_topic(app: faust.App, *names: str) -> faust.TopicT:
+    """A topic of raw bytes: records are Avro, encoded and decoded by schemas.Codec, not by Faust."""
+    return app.topic(*names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+
+def _header(headers: Any, name: str) -> str | None:
+    """A header's value as text; Faust hands headers over as a mapping or as pairs."""
+    pairs = headers.items() if isinstance(headers, dict) else (headers or ())
+    for key, value in pairs:
+        if key == name:
+            return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+    return None
+
+
+class StreamApp:
+    """Builds the Faust app for one worker process from settings and configuration."""
+
+    def __init__(self, settings: Settings, catalog: Catalog, source_policies: dict[str, str]) -> None:
+        self.settings = settings
+        self.topics = Topics(settings.topic_prefix)
+        self.rates: MutableMapping[str, Decimal] = load_rates(settings.fx_rates_file)
+        self.decider = Decider(settings, catalog, source_policies, self.rates)
+        self.grace_ms = int(settings.unknown_click_grace_s * 1000)
+        self._state_codec = StateCodec()
+        self._raw = Codec(POSTBACK_RAW, millis=True)
+        self._clicks = Codec(CLICK, millis=True)
+        self._ticks = Codec(STREAM_TICK, millis=True)
+        self._dead = Codec(DEAD_LETTER, millis=True)
+        self._last_tick_sent: dict[int, float] = {}
+        self.processed = {"clicks": 0, "postbacks": 0, "ticks": 0, "dead_letter": 0}
+
+        self.app = app = faust.App(
+            id=stream_group(settings.topic_prefix),
+            broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap_servers.split(",")],
+            store=f"{settings.stream_store}://",
+            datadir=str(self.datadir),
+            topic_partitions=settings.topic_partitions,
+            topic_replication_factor=settings.topic_replication_factor,
+            processing_guarantee="at_least_once",
+            # The memory store iterates standby partitions too; the clock must only see its own.
+            table_standby_replicas=1 if settings.stream_store == "rocksdb" else 0,
+            broker_commit_interval=settings.stream_commit_interval_s,
+            broker_session_timeout=settings.stream_session_timeout_s,
+            broker_heartbeat_interval=min(3.0, settings.stream_session_timeout_s / 3),
+            broker_rebalance_timeout=max(settings.stream_session_timeout_s, 10.0),
+            consumer_auto_offset_reset="earliest",
+            producer_acks=-1,
+            producer_linger_ms=settings.kafka_linger_ms,
+            broker_client_id=self.client_id,
+            web_enabled=False,
+            autodiscover=False,
+            topic_allow_declare=True,
+        )
+        self.source = _bytes_topic(
+            app, self.topics.clicks_raw, self.topics.postbacks_raw, self.topics.stream_ticks
+        )
+        self.outputs = {
+            CONVERSION_KIND: _bytes_topic(app, self.topics.conversions_attributed),
+            REJECTED_KIND: _bytes_topic(app, self.topics.postbacks_rejected),
+            DUPLICATE_KIND: _bytes_topic(app, self.topics.postbacks_duplicates),
+        }
+        self.ticks = _bytes_topic(app, self.topics.stream_ticks)
+        self.dead_letter = _bytes_topic(app, self.topics.dead_letter)
+        ttl_s = self.decider.max_ttl_ms() // 1000
+        self.states = app.Table(
+            "click-state",
+            partitions=settings.topic_partitions,
+            key_type=bytes,
+            value_type=bytes,  # bytes keys and values: the raw codec
+            # Physical expiry; logical expiry is the state's own expires_at, checked on read.
+            options={"ttl": ttl_s} if settings.stream_store == "rocksdb" else None,
+            extra_topic_configs={"cleanup.policy": "compact,delete", "retention.ms": str(ttl_s * 1000)},
+        )
+        self.pending_index = app.Table(
+            "pending-index", partitions=settings.topic_partitions, key_type=bytes, value_type=bytes
+        )
+        self.agent = app.agent(self.source, name="attribute")(self._attribute)
+        app.timer(settings.stream_tick_interval_s, name="clock")(self._clock)
+        app.task(self._follow_fx_rates)
+        app.timer(30.0, name="progress")(self._log_progress)
+
+    @property
+    def client_id(self) -> str:
+        """Names this worker in consumer-group tooling (and lets a supervisor evict it after a crash)."""
+        return stream_client(self.settings.stream_worker_name)
+
+    @property
+    def datadir(self) -> Path:
+        return self.settings.data_dir.resolve() / "stream" / self.settings.stream_worker_name
+
+    # -- the agent -----------------------------------------------------------------------------
+
+    async def _attribute(self, stream: faust.StreamT[bytes]) -> None:
+        """Dispatch on the record's schema header (every producer of these topics sets it)."""
+        async for event in stream.events():
+            message = event.message
+            schema = _header(message.headers, SCHEMA_HEADER)
+            try:
+                if schema == POSTBACK_RAW:
+                    await self._send(
+                        self._on_postback(message.partition, message.offset, message.value, message.headers)
+                    )
+                elif schema == CLICK:
+                    await self._on_click(message.value, message.headers)
+                elif schema == STREAM_TICK:
+                    await self._on_tick(message.partition, message.value, message.headers)
+                else:
+                    raise SchemaError(f"unexpected schema header {schema!r} on {message.topic}")
+            except SchemaError as exc:
+                await self._to_dead_letter(message, exc)
+
+    def _load(self, key: bytes) -> ClickState | None:
+        raw = self.states.get(key)
+        return None if raw is None else self._state_codec.load_state(raw)
+
+    def _save(self, key: bytes, state: ClickState) -> None:
+        if state["click"] is None and not state["pending"] and not state["decisions"]:
+            self.states.pop(key, None)
+        else:
+            self.states[key] = self._state_codec.dump_state(state)
+
+    async def _on_click(self, value: bytes, headers: Any) -> None:
+        self.processed["clicks"] += 1
+        click = self._clicks.decode(value, headers)
+        key = str(click["click_id"]).encode()
+        state = self._load(key)
+        updated = self.decider.on_click(state, click)
+        if updated is None:
+            return  # already known: a replay, or a re-sent click
+        held, updated["pending"] = updated["pending"], []
+        emits = [e for p in held for e in self._decide(updated, p)]
+        if emits:
+            await self._send_and_wait(emits)  # outputs first: a crash now repeats them, never loses them
+            self.pending_index.pop(key, None)
+        self._save(key, updated)
+
+    def _on_postback(self, partition: int, offset: int, value: bytes, headers: Any) -> list[Emit]:
+        self.processed["postbacks"] += 1
+        postback = self._raw.decode(value, headers)
+        key = str(postback["click_id"]).encode()
+        state = self._load(key)
+        if state is None or state["click"] is None:
+            self._hold(key, state, partition, offset, value, self._raw.writer_version(headers), postback)
+            return []
+        outcome = self.decider.on_postback(state, postback, offset)
+        if outcome.state_changed:
+            self._save(key, state)
+        return outcome.emits
+
+    def _hold(
+        self,
+        key: bytes,
+        state: ClickState | None,
+        partition: int,
+        offset: int,
+        value: bytes,
+        version: int,
+        postback: dict[str, Any],
+    ) -> None:
+        """Keep a postback whose click has not arrived; idempotent by offset for replays."""
+        state = state or {"click": None, "expires_at": 0, "decisions": [], "pending": []}
+        if all(p["offset"] != offset for p in state["pending"]):
+            state["pending"].append(
+                {
+                    "offset": offset,
+                    "received_at": int(postback["received_at"]),
+                    "schema_version": version,
+                    "payload": value,
+                }
+            )
+            self._save(key, state)
+        due = min(p["received_at"] for p in state["pending"]) + self.grace_ms
+        self.pending_index[key] = self._state_codec.dump_index({"partition": partition, "due_at": due})
+
+    def _decide(self, state: ClickState, held: PendingPostback) -> list[Emit]:
+        postback = self._raw.decode_version(held["payload"], held["schema_version"])
+        return self.decider.on_postback(state, postback, held["offset"]).emits
+
+    async def _on_tick(self, partition: int, value: bytes, headers: Any) -> None:
+        """Grace periods that ended by the tick's time: decide or refuse the held postbacks."""
+        self.processed["ticks"] += 1
+        at = int(self._ticks.decode(value, headers)["at"])
+        due = [
+            key
+            for key, entry in self._index_entries()
+            if entry["partition"] == partition and entry["due_at"] <= at
+        ]
+        for key in due:
+            state = self._load(key)
+            if state is None or not state["pending"]:
+                self.pending_index.pop(key, None)
+                continue
+            expired = [p for p in state["pending"] if p["received_at"] + self.grace_ms <= at]
+            if state["click"] is not None:  # the click came meanwhile: decide normally
+                emits = [e for p in state["pending"] for e in self._decide(state, p)]
+                remaining: list[PendingPostback] = []
+            else:
+                emits = [
+                    self.decider.unknown_click(self._raw.decode_version(p["payload"], p["schema_version"]))
+                    for p in expired
+                ]
+                remaining = [p for p in state["pending"] if p not in expired]
+            await self._send_and_wait(emits)
+            state["pending"] = remaining
+            self._save(key, state)
+            if remaining:
+                next_due = min(p["received_at"] for p in remaining) + self.grace_ms
+                self.pending_index[key] = self._state_codec.dump_index(
+                    {"partition": partition, "due_at": next_due}
+                )
+            else:
+                self.pending_index.pop(key, None)
+
+    def _index_entries(self) -> Iterable[tuple[bytes, Any]]:
+        return [(key, self._state_codec.load_index(raw)) for key, raw in list(self.pending_index.items())]
+
+    # -- the clock -------------------------------------------------------------------------------
+
+    async def _clock(self) -> None:
+        """Send a tick to each of our partitions that holds a postback whose grace period ended.
+
+        Ticks are ordinary events, so the decisions they trigger run in order with the
+        partition's other events and are replayed like them.
+        """
+        now = time.time()
+        due_partitions = {
+            entry["partition"] for _, entry in self._index_entries() if entry["due_at"] <= now * 1000
+        }
+        for partition in due_partitions:
+            if now - self._last_tick_sent.get(partition, 0.0) < self.settings.stream_tick_interval_s:
+                continue
+            self._last_tick_sent[partition] = now
+            await self.ticks.send(
+                key=b"tick",
+                value=self._ticks.encode({"at": int(now * 1000)}),
+                partition=partition,
+                headers=self._ticks.headers,
+            )
+
+    # -- outputs ---------------------------------------------------------------------------------
+
+    async def _send(self, emits: list[Emit]) -> list[Any]:
+        futures = []
+        for emit in emits:
+            headers = self.decider.codecs[emit.kind].headers_for(emit.schema_version)
+            futures.append(
+                await self.outputs[emit.kind].send(key=emit.key, value=emit.value, headers=headers)
+            )
+        return futures
+
+    async def _send_and_wait(self, emits: list[Emit]) -> None:
+        for future in await self._send(emits):
+            await future
+
+    async def _to_dead_letter(self, message: Any, exc: Exception) -> None:
+        """A poison message is kept with its error; the worker goes on instead of crash-looping."""
+        self.processed["dead_letter"] += 1
+        log.error(
+            "undecodable message sent to dead letter",
+            extra={
+                "topic": message.topic,
+                "partition": message.partition,
+                "offset": message.offset,
+                "error": str(exc),
+            },
+        )
+        record = {
+            "source_topic": message.topic,
+            "partition": message.partition,
+            "offset": message.offset,
+            "key": message.key,
+            "value": message.value or b"",
+            "error": str(exc)[:2000],
+            "failed_at": int(time.time() * 1000),
+        }
+        future = await self.dead_letter.send(
+            key=message.key, value=self._dead.encode(record), headers=self._dead.headers
+        )
+        await future
+
+    # -- currency rates ----------------------------------------------------------------------------
+
+    async def _follow_fx_rates(self) -> None:
+        """Every worker reads all of fx.rates (not as a group member) and applies each rate as it comes."""
+        codec = Codec(FX_RATE)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        while True:
+            try:
+                await consumer.start()
+                break
+            except Exception as exc:  # broker not up yet: keep the shipped defaults, retry
+                log.warning("fx.rates not readable yet", extra={"error": repr(exc)})
+                await asyncio.sleep(2.0)
+        try:
+            partitions = consumer.partitions_for_topic(self.topics.fx_rates) or set()
+            if not partitions:
+                await consumer.topics()
+                partitions = consumer.partitions_for_topic(self.topics.fx_rates) or set()
+            consumer.assign([TopicPartition(self.topics.fx_rates, p) for p in partitions])
+            async for message in consumer:
+                try:
+                    rate = codec.decode(message.value, message.headers)
+                    self.rates[str(rate["currency"]).upper()] = Decimal(rate["usd_per_unit"])
+                except (SchemaError, ArithmeticError, KeyError) as exc:
+                    log.error("bad fx rate ignored", extra={"offset": message.offset, "error": str(exc)})
+        finally:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+
+    async def _log_progress(self) -> None:
+        log.info("stream progress", extra=dict(self.processed))

@@ -1,0 +1,399 @@
+"""What happens to each click and postback: the stream's decisions, as pure functions.
+
+Every raw postback ends as exactly one of: a conversion version (attributed), a
+rejection with a reason, or a counted duplicate. The Faust agent (stream/app.py)
+only moves bytes between Kafka and these functions.
+
+Replays. The worker runs at-least-once: after a crash, postbacks since the last
+committed offset are read again, and the state may already hold what they did.
+Each decision therefore keeps every record it emitted with the raw offset that
+produced it. A replayed offset that produced one re-emits it byte for byte; one
+that did not is classified again, and because statuses only move forward
+(rules/status.py) it is classified the same way
+(tests/unit/stream/test_replay.py). Outputs are keyed so downstream deduplication by
+(conversion_id, version) and request_id makes the replay invisible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from postbacks.catalog import EMPTY_CATALOG, Catalog, Offer, PayoutRule
+from postbacks.settings import Settings
+from schemas import CONVERSION, POSTBACK_DUPLICATE, POSTBACK_REJECTED, Codec
+from stream.registry import Registry, RuleContext, registry
+from stream.rules.attribution import DAY_MS, Attributed, AttributionRules, Refused, attribute
+from stream.rules.dedup import conversion_id, event_name, is_install
+from stream.rules.fx import QUANTUM, to_usd
+from stream.rules.payout import payout_for
+from stream.rules.status import advances, status_of
+from stream.state import (
+    STATE_CLICK_FIELDS,
+    ClickState,
+    Decision,
+    EmittedRecord,
+    current_status,
+    find_decision,
+    status_before,
+)
+
+Record = Mapping[str, Any]
+ZERO = Decimal(0).quantize(QUANTUM)
+
+CONVERSION_KIND = "conversion"
+REJECTED_KIND = "rejected"
+DUPLICATE_KIND = "duplicate"
+
+
+@dataclass(frozen=True, slots=True)
+class Emit:
+    """One output record, encoded, with the schema version its bytes were written with."""
+
+    kind: str
+    key: bytes
+    value: bytes
+    schema_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    state_changed: bool
+    emits: list[Emit]
+
+
+class Decider:
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: Catalog = EMPTY_CATALOG,
+        source_policies: Mapping[str, str] | None = None,
+        rates: Mapping[str, Decimal] | None = None,
+        plugins: Registry = registry,
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.source_policies = dict(source_policies or {})
+        self.rates: Mapping[str, Decimal] = rates if rates is not None else {}
+        self.registry = plugins
+        self.codecs = {
+            CONVERSION_KIND: Codec(CONVERSION, millis=True),
+            REJECTED_KIND: Codec(POSTBACK_REJECTED, millis=True),
+            DUPLICATE_KIND: Codec(POSTBACK_DUPLICATE, millis=True),
+        }
+        self._rules: dict[str | None, AttributionRules] = {}
+        for policy in self.source_policies.values():
+            self.registry.policy(policy)  # unknown policy names fail at start, not per event
+
+    # -- configuration per offer -------------------------------------------------------------
+
+    def rules_for(self, offer_id: str) -> AttributionRules:
+        offer = self.catalog.offers.get(offer_id)
+        cache_key = offer_id if offer is not None else None
+        rules = self._rules.get(cache_key)
+        if rules is None:
+            s = self.settings
+            rules = AttributionRules(
+                window_install_ms=int(
+                    _override(offer, "window_install_days", s.window_install_days) * DAY_MS
+                ),
+                window_event_ms=int(_override(offer, "window_event_days", s.window_event_days) * DAY_MS),
+                ctit_min_ms=int(_override(offer, "ctit_min_s", s.ctit_min_s) * 1000),
+                ctit_long_ms=int(_override(offer, "ctit_long_s", s.ctit_long_s) * 1000),
+            )
+            self._rules[cache_key] = rules
+        return rules
+
+    def ttl_ms(self, offer_id: str) -> int:
+        offer = self.catalog.offers.get(offer_id)
+        days = (
+            offer.click_ttl_days
+            if offer and offer.click_ttl_days is not None
+            else self.settings.click_ttl_days
+        )
+        return int(days * DAY_MS)
+
+    def max_ttl_ms(self) -> int:
+        return max(
+            [self.ttl_ms(o) for o in self.catalog.offers] + [int(self.settings.click_ttl_days * DAY_MS)]
+        )
+
+    # -- clicks ------------------------------------------------------------------------------
+
+    def on_click(self, state: ClickState | None, click: Record) -> ClickState | None:
+        """The state to store for a click, or None when it is already known (a replay or re-send)."""
+        if state is not None and state["click"] is not None:
+            return None
+        return {
+            "click": {name: click.get(name) for name in STATE_CLICK_FIELDS},
+            "expires_at": int(click["clicked_at"]) + self.ttl_ms(click["offer_id"]),
+            "decisions": state["decisions"] if state is not None else [],
+            "pending": state["pending"] if state is not None else [],
+        }
+
+    # -- postbacks ---------------------------------------------------------------------------
+
+    def on_postback(self, state: ClickState, postback: Record, offset: int) -> Outcome:
+        """Decide a postback whose click is known. Mutates `state` when `state_changed`."""
+        click = state["click"]
+        assert click is not None, "postbacks without a click wait in the pending table"
+        if state["expires_at"] < int(postback["received_at"]):
+            refusal = Refused("click_expired", "the click is older than its offer's click TTL")
+            return Outcome(False, [self._rejection(postback, click, refusal, None)])
+        policy = self.registry.policy(self.source_policies.get(postback["source"], "auto"))
+        key = policy(postback, click)
+        decision = find_decision(state, key)
+        if decision is not None and offset <= decision["emitted"][-1]["offset"]:
+            replayed = self._replay(decision, offset, click)
+            if replayed is not None:
+                return Outcome(False, [replayed])
+        if decision is None:
+            decision, emit = self._decide_new(postback, click, key, offset)
+            state["decisions"].append(decision)
+            return Outcome(True, [emit])
+        new_status = status_of(postback.get("status"))
+        if (
+            decision["outcome"] == CONVERSION_KIND
+            and offset > decision["emitted"][-1]["offset"]
+            and advances(current_status(decision), new_status)
+        ):
+            return self._update(decision, postback, click, offset, new_status)
+        return Outcome(False, [self._duplicate(postback, click, decision, offset)])
+
+    def unknown_click(self, postback: Record) -> Emit:
+        """A postback whose click did not arrive within the grace period."""
+        refusal = Refused("unknown_click", f"no click {postback['click_id']!r} within the grace period")
+        return self._rejection(postback, None, refusal, None)
+
+    def _replay(self, decision: Decision, offset: int, click: Record) -> Emit | None:
+        """The record this offset emitted when first read, or None if it changed nothing then."""
+        kind = CONVERSION_KIND if decision["outcome"] == CONVERSION_KIND else REJECTED_KIND
+        for emitted in decision["emitted"]:
+            if emitted["offset"] == offset:
+                return Emit(
+                    kind, str(click["click_id"]).encode(), emitted["value"], emitted["schema_version"]
+                )
+        return None
+
+    def _decide_new(self, postback: Record, click: Record, key: str, offset: int) -> tuple[Decision, Emit]:
+        cid = conversion_id(str(click["click_id"]), key)
+        offer = self.catalog.offers.get(click["offer_id"])
+        rules = self.rules_for(click["offer_id"])
+        result = attribute(postback, click, rules)
+        if isinstance(result, Attributed):
+            ctx = RuleContext(offer, rules, result, self.rates)
+            for rule in self.registry.fraud_rules.values():
+                refused = rule(postback, click, ctx)
+                if refused is not None:
+                    result = refused
+                    break
+            else:
+                built = self._conversion(
+                    postback, click, key, cid, offset, status_of(postback.get("status")), ctx, None
+                )
+                if isinstance(built, dict):
+                    emit = self._encode(CONVERSION_KIND, click, built)
+                    decision: Decision = {
+                        "dedup_key": key,
+                        "conversion_id": cid,
+                        "outcome": CONVERSION_KIND,
+                        "emitted": [_emitted(offset, built["status"], emit)],
+                    }
+                    return decision, emit
+                result = built
+        emit = self._rejection(postback, click, result, cid)
+        rejected: Decision = {
+            "dedup_key": key,
+            "conversion_id": cid,
+            "outcome": REJECTED_KIND,
+            "emitted": [_emitted(offset, result.reason, emit)],
+        }
+        return rejected, emit
+
+    def _update(
+        self, decision: Decision, postback: Record, click: Record, offset: int, status: str
+    ) -> Outcome:
+        """A status change: a new version of the same conversion, never a second conversion."""
+        latest = decision["emitted"][-1]
+        previous = self.codecs[CONVERSION_KIND].decode_version(latest["value"], latest["schema_version"])
+        offer = self.catalog.offers.get(click["offer_id"])
+        rules = self.rules_for(click["offer_id"])
+        timing = Attributed(
+            previous["conversion_time"], previous["click_to_conversion_s"] * 1000, previous["ctit_long"]
+        )
+        ctx = RuleContext(offer, rules, timing, self.rates)
+        built = self._conversion(
+            postback, click, decision["dedup_key"], decision["conversion_id"], offset, status, ctx, previous
+        )
+        if isinstance(built, Refused):
+            return Outcome(False, [self._rejection(postback, click, built, decision["conversion_id"])])
+        emit = self._encode(CONVERSION_KIND, click, built)
+        decision["emitted"].append(_emitted(offset, status, emit))
+        return Outcome(True, [emit])
+
+    # -- records -------------------------------------------------------------------------------
+
+    def _conversion(
+        self,
+        postback: Record,
+        click: Record,
+        key: str,
+        cid: str,
+        offset: int,
+        status: str,
+        ctx: RuleContext,
+        previous: Record | None,
+    ) -> dict[str, Any] | Refused:
+        """The conversion record; amounts an update does not repeat carry over from `previous`."""
+        revenue, revenue_currency = postback.get("revenue"), postback.get("currency")
+        if revenue is None and previous is not None:
+            revenue, revenue_currency = previous["revenue"], previous["revenue_currency"]
+        revenue_usd, fx_rate = ZERO, None
+        if revenue is not None:
+            revenue_currency = revenue_currency or "USD"
+            converted = to_usd(revenue, revenue_currency, self.rates)
+            if converted is None:
+                return Refused("unknown_currency", f"no USD rate for {revenue_currency}")
+            revenue_usd, fx_rate = converted
+        sender_payout, payout_currency = postback.get("payout"), postback.get("currency")
+        if sender_payout is None and previous is not None:
+            sender_payout, payout_currency = previous["payout"], previous["payout_currency"]
+        event = event_name(postback) if previous is None else previous["event_name"]
+        rule = ctx.offer.payout if ctx.offer is not None else _SENDER_PAYOUT
+        payout = payout_for(rule, event, sender_payout, payout_currency, revenue_usd, self.rates)
+        if payout is None:
+            return Refused(
+                "unknown_currency", f"no USD rate for payout currency {payout_currency or rule.currency}"
+            )
+        source = previous if previous is not None else postback
+        conversion: dict[str, Any] = {
+            "conversion_id": cid,
+            "version": offset,
+            "status": status,
+            "previous_status": previous["status"] if previous is not None else None,
+            "previous_version": previous["version"] if previous is not None else None,
+            "dedup_key": key,
+            "request_id": postback["request_id"],
+            "received_at": postback["received_at"],
+            "source": postback["source"],
+            "click_id": click["click_id"],
+            "event_name": event,
+            "is_install": is_install(postback) if previous is None else previous["is_install"],
+            "conversion_time": ctx.attributed.conversion_time,
+            "install_time": source.get("install_time"),
+            "click_time": click["clicked_at"],
+            "click_to_conversion_s": ctx.attributed.click_to_conversion_ms // 1000,
+            "ctit_long": ctx.attributed.ctit_long,
+            "offer_id": click["offer_id"],
+            "publisher_id": click["publisher_id"],
+            "campaign_id": click.get("campaign_id"),
+            "pub_click_id": click.get("pub_click_id"),
+            **{f"sub{i}": click.get(f"sub{i}") for i in range(1, 6)},
+            "transaction_id": postback.get("transaction_id") or (previous or {}).get("transaction_id"),
+            "action_id": postback.get("action_id") or (previous or {}).get("action_id"),
+            "goal": postback.get("goal") or (previous or {}).get("goal"),
+            "revenue": revenue,
+            "revenue_currency": revenue_currency if revenue is not None else None,
+            "revenue_usd": revenue_usd,
+            "payout": payout[0],
+            "payout_currency": payout[1],
+            "payout_usd": payout[2],
+            "previous_revenue_usd": previous["revenue_usd"] if previous is not None else None,
+            "previous_payout_usd": previous["payout_usd"] if previous is not None else None,
+            "fx_rate": fx_rate,
+            "country_code": source.get("country_code") or click.get("country_code"),
+            "device_ip": source.get("device_ip"),
+            "click_ip": click.get("ip"),
+            "device_family": None,
+            "os_family": None,
+            "os_version": None,
+            "browser_family": None,
+            "platform": source.get("platform"),
+            "app_id": source.get("app_id"),
+            "site_id": source.get("site_id"),
+            "idfa": source.get("idfa"),
+            "gaid": source.get("gaid"),
+            "android_id": source.get("android_id"),
+            "is_retargeting": source.get("is_retargeting"),
+            "event_value": source.get("event_value"),
+            "extra": dict(source.get("extra") or {}),
+            "enrichment": {},
+        }
+        for enrich in self.registry.enrichers.values():
+            enrich(conversion, postback, click, ctx)
+        return conversion
+
+    def _rejection(self, postback: Record, click: Record | None, refusal: Refused, cid: str | None) -> Emit:
+        record = {
+            "request_id": postback["request_id"],
+            "received_at": postback["received_at"],
+            "stage": "stream",
+            "reason": refusal.reason,
+            "detail": refusal.detail,
+            "field": None,
+            "http_status": None,
+            "source": postback["source"],
+            "click_id": postback["click_id"],
+            "method": postback.get("method"),
+            "path": None,
+            "query": None,
+            "body": None,
+            "content_type": None,
+            "sender_ip": postback.get("sender_ip"),
+            "offer_id": click["offer_id"] if click else None,
+            "publisher_id": click["publisher_id"] if click else None,
+            "campaign_id": click.get("campaign_id") if click else None,
+            "event_name": event_name(postback),
+            "payout": postback.get("payout"),
+            "revenue": postback.get("revenue"),
+            "currency": postback.get("currency"),
+            "conversion_id": cid,
+        }
+        return Emit(
+            REJECTED_KIND,
+            str(postback["click_id"]).encode(),
+            self.codecs[REJECTED_KIND].encode(record),
+            self.codecs[REJECTED_KIND].version,
+        )
+
+    def _duplicate(self, postback: Record, click: Record, decision: Decision, offset: int) -> Emit:
+        status = status_of(postback.get("status"))
+        current = status_before(decision, offset)
+        same = decision["outcome"] != CONVERSION_KIND or status == current
+        record = {
+            "request_id": postback["request_id"],
+            "received_at": postback["received_at"],
+            "source": postback["source"],
+            "click_id": click["click_id"],
+            "conversion_id": decision["conversion_id"],
+            "dedup_key": decision["dedup_key"],
+            "reason": "same_key" if same else "status_not_advanced",
+            "status": status,
+            "current_status": current,
+            "event_name": event_name(postback),
+            "offer_id": click["offer_id"],
+            "publisher_id": click["publisher_id"],
+            "payout": postback.get("payout"),
+            "revenue": postback.get("revenue"),
+            "currency": postback.get("currency"),
+        }
+        return self._encode(DUPLICATE_KIND, click, record)
+
+    def _encode(self, kind: str, click: Record, record: Mapping[str, Any]) -> Emit:
+        codec = self.codecs[kind]
+        return Emit(kind, str(click["click_id"]).encode(), codec.encode(record), codec.version)
+
+
+def _override(offer: Offer | None, name: str, default: float) -> float:
+    """An offer's own value for a rule, or the deployment's default."""
+    value: float | None = getattr(offer, name) if offer is not None else None
+    return default if value is None else value
+
+
+def _emitted(offset: int, status: str, emit: Emit) -> EmittedRecord:
+    return {"offset": offset, "status": status, "value": emit.value, "schema_version": emit.schema_version}
+
+
+_SENDER_PAYOUT = PayoutRule()

@@ -1,0 +1,68 @@
+"""The Faust agent's wiring, with Faust's own harness (agent.test_context), no broker.
+
+Dispatch by schema header, the click table, holding a postback until its click,
+and dead-lettering a poison message. Kafka outputs are captured at the one method
+that sends them; everything else is the real app.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from postbacks.catalog import EMPTY_CATALOG
+from postbacks.settings import Settings
+from schemas import CLICK, CONVERSION, POSTBACK_DUPLICATE, POSTBACK_RAW, Codec
+from stream.app import StreamApp
+from stream.decide import Emit
+from tests.unit.stream.conftest import click, postback
+
+
+@pytest.fixture
+def stream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[StreamApp, list[Emit], list[Any]]:
+    settings = Settings(kafka_bootstrap_servers="127.0.0.1:9", stream_store="memory", data_dir=tmp_path)
+    app = StreamApp(settings, EMPTY_CATALOG, {})
+    app.app.finalize()
+    app.app.flow_control.resume()
+    sent: list[Emit] = []
+    dead: list[Any] = []
+
+    async def capture(emits: list[Emit]) -> list[Any]:
+        sent.extend(emits)
+        return []
+
+    async def capture_dead(message: Any, exc: Exception) -> None:
+        dead.append((message.offset, str(exc)))
+
+    monkeypatch.setattr(app, "_send", capture)
+    monkeypatch.setattr(app, "_to_dead_letter", capture_dead)
+    return app, sent, dead
+
+
+async def test_agent_dispatches_holds_and_dead_letters(
+    stream: tuple[StreamApp, list[Emit], list[Any]],
+) -> None:
+    app, sent, dead = stream
+    clicks, raw = Codec(CLICK), Codec(POSTBACK_RAW)
+    agent = app.agent
+    first = postback("c1")
+    async with agent.test_context() as ctx:
+        await ctx.put(key=b"c1", value=clicks.encode(click("c1")), headers=clicks.headers)
+        await ctx.put(key=b"c1", value=raw.encode(first), headers=raw.headers)
+        await ctx.put(key=b"c1", value=raw.encode({**first, "request_id": "retry"}), headers=raw.headers)
+        # A postback before its click is held, then decided when the click arrives.
+        await ctx.put(key=b"c2", value=raw.encode(postback("c2")), headers=raw.headers)
+        held = app._load(b"c2")
+        assert held is not None and len(held["pending"]) == 1 and not sent[2:]
+        await ctx.put(key=b"c2", value=clicks.encode(click("c2")), headers=clicks.headers)
+        # Poison: right header, bytes that are not a postback.
+        await ctx.put(key=b"c3", value=b"\xff\xff\xff\xff", headers=raw.headers)
+    assert [e.kind for e in sent] == ["conversion", "duplicate", "conversion"]
+    conversion = Codec(CONVERSION).decode_version(sent[0].value, sent[0].schema_version)
+    duplicate = Codec(POSTBACK_DUPLICATE).decode_version(sent[1].value, sent[1].schema_version)
+    assert conversion["click_id"] == "c1" and duplicate["request_id"] == "retry"
+    state = app._load(b"c2")
+    assert state is not None and state["pending"] == [] and state["click"] is not None
+    assert len(dead) == 1 and "cannot decode" in dead[0][1]

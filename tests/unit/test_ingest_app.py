@@ -1,0 +1,286 @@
+"""The ingest ASGI app end to end in-process, Kafka replaced by a recording fake.
+
+Real-broker behaviour (acks, 503 when the broker stops) is in tests/integration.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ingest.app import IngestApp
+from ingest.auth import sign
+from ingest.publisher import Unavailable
+from ingest.sources import parse_sources
+from postbacks.catalog import parse_catalog
+from postbacks.settings import Settings
+from schemas import CLICK, POSTBACK_RAW, POSTBACK_REJECTED, Codec
+
+TOKEN = "tok-0123456789abcdef"
+HMAC_SECRET = "hmac-secret-0123456789"
+
+
+class RecordingPublisher:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, bytes, list[tuple[str, bytes]]]] = []
+        self.fail = False
+        self.ready = True
+        self.in_flight = 0
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+    async def publish(
+        self, topic: str, key: bytes, value: bytes, headers: Sequence[tuple[str, bytes]]
+    ) -> float:
+        if self.fail:
+            raise Unavailable("broker away")
+        self.sent.append((topic, key, value, list(headers)))
+        return 0.001
+
+    def decoded(self, topic: str) -> list[dict[str, Any]]:
+        codec = Codec(
+            {"postbacks.raw": POSTBACK_RAW, "clicks.raw": CLICK, "postbacks.rejected": POSTBACK_REJECTED}[
+                topic
+            ]
+        )
+        return [codec.decode(v, h) for t, _, v, h in self.sent if t == topic]
+
+
+SOURCES = parse_sources(
+    {
+        "trusted_proxies": ["127.0.0.0/8"],
+        "sources": {
+            "default": {"auth": "token", "tokens": [TOKEN]},
+            "signed": {"auth": "hmac", "hmac_secrets": [HMAC_SECRET], "preset": "appsflyer"},
+            "partner": {"auth": "token", "tokens": [TOKEN], "allow_ips": ["198.51.100.0/24"]},
+        },
+    }
+)
+CATALOG = parse_catalog(
+    {"offers": {"o1": {"url": "https://adv.example/land?c={clickid}&p={publisher_id}"}, "o2": {}}}
+)
+
+
+@pytest.fixture
+def publisher() -> RecordingPublisher:
+    return RecordingPublisher()
+
+
+@pytest.fixture
+def client(publisher: RecordingPublisher) -> httpx.AsyncClient:
+    app = IngestApp(Settings(max_body_bytes=2048, retry_after_s=7), SOURCES, CATALOG, publisher)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ingest")
+
+
+async def test_get_postback_is_published_then_acknowledged(
+    client: httpx.AsyncClient, publisher: RecordingPublisher
+) -> None:
+    response = await client.get(
+        "/postback",
+        params={
+            "clickid": "c1",
+            "payout": "1.5",
+            "currency": "eur",
+            "event_name": "purchase",
+            "sub7": "x",
+            "token": TOKEN,
+        },
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "accepted"
+    [record] = publisher.decoded("postbacks.raw")
+    assert publisher.sent[0][1] == b"c1"  # keyed by click id
+    assert record["click_id"] == "c1" and record["payout"] == Decimal("1.5") and record["currency"] == "EUR"
+    assert record["source"] == "default" and record["method"] == "GET" and record["sender_ip"] == "127.0.0.1"
+    assert record["extra"] == {"sub7": "x"}
+    assert record["request_id"] == response.json()["request_id"]
+
+
+async def test_post_form_and_json_bodies(client: httpx.AsyncClient, publisher: RecordingPublisher) -> None:
+    form = await client.post("/postback", data={"clickid": "c2", "revenue": "3", "token": TOKEN})
+    assert form.status_code == 200, form.text
+    body = {
+        "clickid": "c3",
+        "revenue": 4.25,
+        "event_value": {"sku": "A", "qty": 2},
+        "is_retargeting": True,
+        "token": TOKEN,
+    }
+    js = await client.post("/postback", json=body)
+    assert js.status_code == 200, js.text
+    first, second = publisher.decoded("postbacks.raw")
+    assert (first["click_id"], first["revenue"]) == ("c2", Decimal(3))
+    assert second["revenue"] == Decimal("4.25") and second["is_retargeting"] is True
+    assert json.loads(second["event_value"]) == {"sku": "A", "qty": 2}
+
+
+async def test_refusal_is_kept_with_reason_and_without_the_secret(
+    client: httpx.AsyncClient, publisher: RecordingPublisher
+) -> None:
+    response = await client.get("/postback", params={"clickid": "c4", "payout": "lots", "token": TOKEN})
+    assert response.status_code == 400
+    assert response.json()["reason"] == "bad_number" and response.json()["field"] == "payout"
+    assert publisher.decoded("postbacks.raw") == []
+    [rejected] = publisher.decoded("postbacks.rejected")
+    assert rejected["reason"] == "bad_number" and rejected["http_status"] == 400
+    assert rejected["source"] == "default" and rejected["stage"] == "ingest"
+    assert "payout=lots" in rejected["query"]
+    assert TOKEN not in rejected["query"] and "token=REDACTED" in rejected["query"]
+
+
+async def test_auth_failures(client: httpx.AsyncClient, publisher: RecordingPublisher) -> None:
+    missing = await client.get("/postback?clickid=c5")
+    wrong = await client.get("/postback?clickid=c5&token=wrong-wrong-wrong-wrong")
+    elsewhere = await client.get(f"/postback/partner?clickid=c5&token={TOKEN}")
+    unknown = await client.get(f"/postback/nobody?clickid=c5&token={TOKEN}")
+    assert [r.status_code for r in (missing, wrong, elsewhere, unknown)] == [401, 403, 403, 404]
+    reasons = [r["reason"] for r in publisher.decoded("postbacks.rejected")]
+    assert reasons == ["auth_missing", "auth_failed", "ip_not_allowed", "unknown_source"]
+    assert all(TOKEN not in (r["query"] or "") for r in publisher.decoded("postbacks.rejected"))
+
+
+async def test_forwarded_for_from_trusted_proxy_passes_allow_list(client: httpx.AsyncClient) -> None:
+    response = await client.get(
+        f"/postback/partner?clickid=c6&token={TOKEN}", headers={"x-forwarded-for": "198.51.100.20"}
+    )
+    assert response.status_code == 200, response.text
+
+
+async def test_hmac_signed_post(client: httpx.AsyncClient, publisher: RecordingPublisher) -> None:
+    body = b"clickid=c7&event_revenue=2&event_revenue_currency=USD"
+    stamp = str(int(time.time()))
+    headers = {
+        "content-type": "application/x-www-form-urlencoded",
+        "x-timestamp": stamp,
+        "x-signature": sign(HMAC_SECRET, stamp.encode() + b"." + body),
+    }
+    ok = await client.post("/postback/signed", content=body, headers=headers)
+    assert ok.status_code == 200, ok.text
+    forged = await client.post("/postback/signed", content=body.replace(b"=2", b"=200"), headers=headers)
+    assert forged.status_code == 403
+    assert publisher.decoded("postbacks.raw")[0]["revenue"] == Decimal(2)
+
+
+async def test_size_and_media_type_limits(client: httpx.AsyncClient, publisher: RecordingPublisher) -> None:
+    big = await client.post(
+        "/postback",
+        content=b"clickid=c8&x=" + b"a" * 5000,
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert big.status_code == 413 and big.json()["reason"] == "body_too_large"
+    xml = await client.post(f"/postback?token={TOKEN}", content=b"<x/>", headers={"content-type": "text/xml"})
+    assert xml.status_code == 415
+    bad_json = await client.post(
+        f"/postback?token={TOKEN}", content=b"{", headers={"content-type": "application/json"}
+    )
+    assert bad_json.status_code == 400 and bad_json.json()["reason"] == "malformed_body"
+    assert [r["reason"] for r in publisher.decoded("postbacks.rejected")] == [
+        "body_too_large",
+        "unsupported_media_type",
+        "malformed_body",
+    ]
+
+
+async def test_broker_unavailable_is_503_with_retry_after(
+    client: httpx.AsyncClient, publisher: RecordingPublisher
+) -> None:
+    publisher.fail = True
+    good = await client.get(f"/postback?clickid=c9&token={TOKEN}")
+    bad = await client.get(f"/postback?clickid=c9&payout=x&token={TOKEN}")
+    for response in (good, bad):  # a refusal that cannot be kept is not answered 4xx either
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "7"
+
+
+async def test_click_redirects_or_answers_json(
+    client: httpx.AsyncClient, publisher: RecordingPublisher
+) -> None:
+    redirect = await client.get(
+        "/click?offer_id=o1&publisher_id=p%201&sub1=s&pub_click_id=PUB-9",
+        headers={"user-agent": "UA/1", "referer": "https://pub.example/"},
+    )
+    assert redirect.status_code == 302
+    click_id = redirect.json()["click_id"]
+    assert redirect.headers["location"] == f"https://adv.example/land?c={click_id}&p=p%201"
+    as_json = await client.get("/click?offer_id=o2&publisher_id=p2&format=json")
+    assert as_json.status_code == 200 and as_json.json()["click_id"] != click_id
+    first, second = publisher.decoded("clicks.raw")
+    assert first["click_id"] == click_id and first["offer_id"] == "o1" and first["publisher_id"] == "p 1"
+    assert (first["sub1"], first["pub_click_id"], first["user_agent"]) == ("s", "PUB-9", "UA/1")
+    assert first["referrer"] == "https://pub.example/" and first["ip"] == "127.0.0.1"
+    assert second["click_id"] == as_json.json()["click_id"] and second["offer_id"] == "o2"
+    assert len(click_id) >= 22  # 128 random bits, url-safe
+
+
+async def test_click_refusals(client: httpx.AsyncClient, publisher: RecordingPublisher) -> None:
+    assert (await client.get("/click?offer_id=nope&publisher_id=p")).status_code == 404
+    missing = await client.get("/click?offer_id=o1")
+    assert missing.status_code == 400 and missing.json()["reason"] == "missing_publisher_id"
+    assert publisher.decoded("clicks.raw") == []
+
+
+async def test_routes_methods_health_and_metrics(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/nope")).status_code == 404
+    assert (await client.delete("/postback")).status_code == 405
+    assert (await client.post("/click")).status_code == 405
+    assert (await client.get("/healthz")).json() == {"status": "ok", "kafka": True}
+    await client.get(f"/postback?clickid=m1&token={TOKEN}")
+    text = (await client.get("/metrics")).text
+    assert 'postbacks_ingest_requests_total{route="postback",status="200"}' in text
+
+
+_hostile_text = st.text(alphabet=st.characters(codec="utf-8"), max_size=40) | st.sampled_from(
+    ["NaN", "1e309", "-1", "%zz", "%", "\r\nX: y", "[" * 50, "{}", "0x10", "\uff19\uff19"]
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    params=st.lists(
+        st.tuples(
+            st.sampled_from(
+                [
+                    "clickid",
+                    "payout",
+                    "revenue",
+                    "currency",
+                    "event_time",
+                    "event_value",
+                    "status",
+                    "country_code",
+                    "is_retargeting",
+                    "sub1",
+                    "token",
+                ]
+            )
+            | _hostile_text,
+            _hostile_text,
+        ),
+        max_size=8,
+    ),
+    raw=st.binary(max_size=64),
+)
+async def test_no_input_gets_a_500(params: list[tuple[str, str]], raw: bytes) -> None:
+    publisher = RecordingPublisher()
+    app = IngestApp(Settings(), SOURCES, CATALOG, publisher)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://i") as client:
+        for response in (
+            await client.get("/postback", params=[*params, ("token", TOKEN)]),
+            await client.post(
+                "/postback", content=raw, headers={"content-type": "application/x-www-form-urlencoded"}
+            ),
+            await client.post("/postback", content=raw, headers={"content-type": "application/json"}),
+        ):
+            assert response.status_code == 200 or 400 <= response.status_code < 500, response.text
+            assert response.json()["status"] in {"accepted", "rejected"}
+    # Every refusal was kept on the rejected topic, every acceptance on the raw one.
+    assert len(publisher.sent) == 3
