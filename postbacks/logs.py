@@ -43,9 +43,11 @@ class TextFormatter(logging.Formatter):
 
 
 class RateLimitFilter(logging.Filter):
-    """Lets each message template through once per `interval_s`, counting what it held back.
+    """Lets each warning or error template through once per `interval_s`, counting what it held back.
 
     A client library retrying a dead connection every 100 ms should say so, not flood the log.
+    Info records pass untouched: they are rare by design, and some (a batch re-formed after a
+    crash) are the evidence an operator needs.
     """
 
     def __init__(self, interval_s: float = 10.0) -> None:
@@ -55,6 +57,8 @@ class RateLimitFilter(logging.Filter):
         self._held: dict[tuple[str, object], int] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
         key = (record.name, record.msg)
         last = self._last.get(key)
         if last is not None and record.created - last < self.interval_s:

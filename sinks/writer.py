@@ -11,6 +11,9 @@ that includes the materialized views, which an interrupted insert can leave
 behind the table they read from (a SIGKILL between the two). Every table and
 aggregate carries non_replicated_deduplication_window for this.
 
+A rebalance, or a commit the group refuses, seeks partitions back to their committed
+offsets; records fetched before that seek are dropped, not taken, since they arrive again.
+
 Records the stream may have re-emitted after its own crash (the same conversion
 version or request id at a new offset) are dropped if already stored at another
 offset, so a replayed batch is filtered exactly as the first attempt was.
@@ -31,6 +34,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import OffsetAndMetadata
 
 from postbacks.groups import sink_client, sink_group
@@ -121,8 +125,11 @@ class TableWriter:
         self.group = sink_group(settings.topic_prefix, spec.name)
         self.codec = Codec(spec.schema)
         self.batches: dict[int, Batch] = {}
-        # Partitions whose committed plan has been read; records of others are not taken (see on_assigned).
-        self.ready: set[int] = set()
+        # Partition -> the number of the last seek on it, for partitions whose committed plan has been
+        # read. Records of other partitions are not taken (see on_assigned), nor records fetched before
+        # the partition's last seek: it has been sought back and they arrive again (see _take).
+        self.ready: dict[int, int] = {}
+        self._seeks = 0
         self.inserted = 0
         self.undecodable = 0
         self.consumer = AIOKafkaConsumer(
@@ -145,8 +152,9 @@ class TableWriter:
                 fetched = await self.consumer.getmany(
                     timeout_ms=200, max_records=self.settings.sink_batch_rows
                 )
+                seeks = dict(self.ready)  # as of this fetch; a rebalance may run during any flush below
                 for tp, messages in fetched.items():
-                    await self._take(tp.partition, messages)
+                    await self._take(tp.partition, messages, seeks.get(tp.partition))
                 for batch in list(self.batches.values()):
                     if batch.due(self.settings.sink_batch_rows, self.settings.sink_batch_seconds):
                         await self.flush(batch.partition)
@@ -154,13 +162,27 @@ class TableWriter:
         finally:
             await self.consumer.stop()
 
-    async def _take(self, partition: int, messages: Sequence[Any]) -> None:
-        if partition not in self.ready:
-            return  # fetched before its plan was read: on_assigned seeks back, they come again
-        batch = self.batches.setdefault(partition, Batch(partition))
+    def _current(self, partition: int, seek: int | None) -> bool:
+        """Whether records fetched when the partition's last seek was `seek` may still be taken."""
+        return seek is not None and self.ready.get(partition) == seek
+
+    def _sought(self, tp: TopicPartition, offset: int | None) -> None:
+        """Seek (None: to the beginning, already requested) and mark the partition ready from there."""
+        if offset is not None:
+            self.consumer.seek(tp, offset)
+        self._seeks += 1
+        self.ready[tp.partition] = self._seeks
+
+    async def _take(self, partition: int, messages: Sequence[Any], seek: int | None) -> None:
         for message in messages:
+            # Checked per record: a flush awaits, and a rebalance or a rewind may run meanwhile.
+            if not self._current(partition, seek):
+                return  # fetched before the plan was read or before a seek back: they come again
+            batch = self.batches.setdefault(partition, Batch(partition))
             if batch.planned is not None and message.offset > batch.planned[1]:
                 await self.flush(partition)  # the re-formed batch ends here, exactly as planned
+                if not self._current(partition, seek):
+                    return
                 batch = self.batches.setdefault(partition, Batch(partition))
             try:
                 record = self.codec.decode(message.value, message.headers)
@@ -179,7 +201,6 @@ class TableWriter:
                 batch.add(message.offset, record)
             if batch.complete(message.offset):
                 await self.flush(partition)
-                batch = self.batches.setdefault(partition, Batch(partition))
 
     async def flush_all(self) -> None:
         for partition in list(self.batches):
@@ -190,8 +211,9 @@ class TableWriter:
         if batch is None or (not batch.rows and batch.planned is None):
             return
         tp = TopicPartition(self.topic, partition)
-        if batch.planned is None:
-            await self.consumer.commit({tp: OffsetAndMetadata(batch.first, batch.plan)})
+        if batch.planned is None and not await self._commit(tp, batch.first, batch.plan):
+            self._rewind(tp, batch.first)  # not planned, so not inserted: its records must come again
+            return
         backoff = 0.2
         while True:
             try:
@@ -214,7 +236,33 @@ class TableWriter:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
         self.inserted += len(rows)
-        await self.consumer.commit({tp: OffsetAndMetadata(batch.last + 1, "")})
+        # If this fails the plan stays committed: whoever reads it next re-forms the batch, same token.
+        await self._commit(tp, batch.last + 1, "")
+
+    async def _commit(self, tp: TopicPartition, offset: int, metadata: str) -> bool:
+        """Commit, or say the group moved on: the partition may already be another member's."""
+        try:
+            await self.consumer.commit({tp: OffsetAndMetadata(offset, metadata)})
+        except (CommitFailedError, IllegalStateError) as exc:
+            log.warning(
+                "commit refused during a rebalance",
+                extra={
+                    "table": self.spec.name,
+                    "partition": tp.partition,
+                    "offset": offset,
+                    "error": str(exc),
+                },
+            )
+            return False
+        return True
+
+    def _rewind(self, tp: TopicPartition, offset: int) -> None:
+        """Take a partition again from `offset`, if it is still ours (if not, its next owner will)."""
+        self.batches.pop(tp.partition, None)
+        if tp in self.consumer.assignment() and tp.partition in self.ready:
+            self._sought(tp, offset)
+        else:
+            self.ready.pop(tp.partition, None)
 
     async def _stored(self, batch: Batch) -> list[tuple[Any, ...]]:
         if self.spec.identity_sql is None:
@@ -228,7 +276,8 @@ class TableWriter:
         The consumer may fetch a new partition while this runs; until the plan is read its
         records are not taken, and the partition is then sought back to the committed offset.
         """
-        self.ready -= {tp.partition for tp in partitions}
+        for tp in partitions:
+            self.ready.pop(tp.partition, None)
         if not partitions:
             return
         admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap_servers)
@@ -248,10 +297,10 @@ class TableWriter:
                     extra={"table": self.spec.name, "partition": tp.partition, "plan": plan},
                 )
             if meta is not None and meta.offset >= 0:
-                self.consumer.seek(tp, meta.offset)
+                self._sought(tp, meta.offset)
             else:
                 await self.consumer.seek_to_beginning(tp)
-            self.ready.add(tp.partition)
+                self._sought(tp, None)
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -265,7 +314,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
             if tp.partition in self.writer.ready and batch is not None and batch.planned is None:
                 await self.writer.flush(tp.partition)
             self.writer.batches.pop(tp.partition, None)
-            self.writer.ready.discard(tp.partition)
+            self.writer.ready.pop(tp.partition, None)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await self.writer.on_assigned(assigned)

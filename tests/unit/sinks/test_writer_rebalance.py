@@ -1,0 +1,123 @@
+"""The sink writer across rebalances and refused commits: every offset is stored once.
+
+A fake consumer and ClickHouse stand in for the real ones (the integration suite runs
+the real ones); what is checked is the writer's own bookkeeping: which fetched records
+it takes after the partition has been sought back, and what it does when the group
+refuses a commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any, cast
+
+from aiokafka import TopicPartition
+from aiokafka.errors import CommitFailedError
+
+from postbacks.settings import Settings
+from sinks.clickhouse import ClickHouse
+from sinks.tables import SPECS
+from sinks.writer import TableWriter
+
+CLICKS = next(s for s in SPECS if s.name == "clicks")
+
+
+@dataclass
+class FakeConsumer:
+    topic: str
+    refuse_commits: int = 0
+    seeks: list[tuple[int, int]] = field(default_factory=list)
+    commits: list[tuple[int, int, str]] = field(default_factory=list)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.seeks.append((tp.partition, offset))
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TopicPartition(self.topic, p) for p in range(3)}
+
+    async def commit(self, offsets: dict[TopicPartition, Any]) -> None:
+        if self.refuse_commits:
+            self.refuse_commits -= 1
+            raise CommitFailedError("the group rebalanced")
+        for tp, meta in offsets.items():
+            self.commits.append((tp.partition, meta.offset, meta.metadata))
+
+
+@dataclass
+class FakeClickHouse:
+    inserts: list[tuple[str, list[int]]] = field(default_factory=list)
+
+    async def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Any, token: str) -> None:
+        self.inserts.append((token, [row[-1] for row in rows]))
+
+    async def query(self, sql: str, parameters: Any = None) -> list[tuple[Any, ...]]:
+        return []
+
+
+def writer_with_fakes(refuse_commits: int = 0) -> tuple[TableWriter, FakeConsumer, FakeClickHouse]:
+    clickhouse = FakeClickHouse()
+    writer = TableWriter(CLICKS, Settings(), cast(ClickHouse, clickhouse))
+    consumer = FakeConsumer(writer.topic, refuse_commits)
+    writer.consumer = cast(Any, consumer)
+    writer.codec = cast(Any, SimpleNamespace(decode=lambda value, headers: {"click_id": value}))
+    return writer, consumer, clickhouse
+
+
+def messages(*offsets: int) -> list[SimpleNamespace]:
+    return [SimpleNamespace(offset=o, value=f"c{o}", headers=[]) for o in offsets]
+
+
+def stored_offsets(clickhouse: FakeClickHouse) -> list[int]:
+    return sorted(offset for _, offsets in clickhouse.inserts for offset in offsets)
+
+
+async def test_records_fetched_before_a_seek_back_are_not_taken_again() -> None:
+    writer, _, clickhouse = writer_with_fakes()
+    tp = TopicPartition(writer.topic, 2)
+    writer._sought(tp, 5)
+    before = writer.ready[2]
+    # A rebalance runs while the run loop still holds a fetch of 5..7 (it was flushing another
+    # partition): on_assigned seeks the partition back to its committed offset, 5.
+    writer._sought(tp, 5)
+    await writer._take(2, messages(5, 6, 7), before)  # the stale fetch: dropped
+    await writer._take(2, messages(5, 6, 7), writer.ready[2])  # the same records, fetched again
+    await writer.flush_all()
+    assert stored_offsets(clickhouse) == [5, 6, 7]
+    assert clickhouse.inserts[0][0] == "clicks:2:5-7"
+
+
+async def test_a_refused_plan_commit_rewinds_instead_of_dropping_the_batch() -> None:
+    writer, consumer, clickhouse = writer_with_fakes(refuse_commits=1)
+    tp = TopicPartition(writer.topic, 1)
+    writer._sought(tp, 10)
+    seek = writer.ready[1]
+    await writer._take(1, messages(10, 11), seek)
+    await writer.flush(1)  # the plan commit is refused: nothing inserted, partition sought back
+    assert clickhouse.inserts == [] and consumer.seeks[-1] == (1, 10)
+    await writer._take(1, messages(12), seek)  # the rest of the old fetch: not taken
+    await writer._take(1, messages(10, 11, 12), writer.ready[1])
+    await writer.flush(1)
+    assert stored_offsets(clickhouse) == [10, 11, 12]
+    assert consumer.commits == [(1, 10, "batch:10-12"), (1, 13, "")]
+
+
+async def test_a_refused_done_commit_leaves_the_plan_for_the_next_owner() -> None:
+    writer, consumer, clickhouse = writer_with_fakes()
+    tp = TopicPartition(writer.topic, 0)
+    writer._sought(tp, 0)
+    await writer._take(0, messages(0, 1), writer.ready[0])
+    original = consumer.commit
+
+    async def refuse_done(offsets: dict[TopicPartition, Any]) -> None:
+        if any(meta.metadata == "" for meta in offsets.values()):
+            raise CommitFailedError("the group rebalanced")
+        await original(offsets)
+
+    consumer.commit = refuse_done  # type: ignore[method-assign]
+    await writer.flush(0)
+    # Inserted once; the committed plan still names this batch, so whoever owns partition 0
+    # next re-forms it with the same token and ClickHouse drops the repeat.
+    assert stored_offsets(clickhouse) == [0, 1]
+    assert consumer.commits == [(0, 0, "batch:0-1")]
