@@ -7,13 +7,16 @@ Routes:
   GET      /metrics              Prometheus text
 
 Every refusal is a 4xx with a JSON reason and is published to postbacks.rejected
-(awaiting that ack too, so nothing vanishes); when Kafka cannot take it, 503.
+(awaiting that ack too, so nothing vanishes); when Kafka cannot take it, 503. A source
+over its rate limit gets 429 + Retry-After and is not recorded: it is told to come back,
+and recording a flood would defeat the limit.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -36,6 +39,7 @@ from ingest.http import (
 )
 from ingest.parsing import Params, Refusal, normalise_postback, parse_json_body, parse_query
 from ingest.publisher import KafkaPublisher, Unavailable
+from ingest.ratelimit import TokenBucket
 from ingest.sources import Source, SourceRegistry, load_sources
 from postbacks.catalog import Catalog, load_catalog
 from postbacks.settings import Settings
@@ -93,6 +97,11 @@ class IngestApp:
         self._rejected = Codec(POSTBACK_REJECTED)
         self._redact = Redactor(sources.secret_params)
         self._retry_after = [(b"retry-after", str(settings.retry_after_s).encode())]
+        self._buckets = {
+            name: TokenBucket(*source.rate_limit)
+            for name, source in sources.sources.items()
+            if source.rate_limit is not None
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -122,7 +131,9 @@ class IngestApp:
             )
             metrics.REQUESTS.labels(route, "405").inc()
             return
-        request = await read_request(scope, receive, self.settings.max_body_bytes)
+        request = await read_request(
+            scope, receive, self.settings.max_body_bytes, self.settings.body_timeout_s
+        )
         try:
             status = await handler(request, send)
         except Exception:  # a bug of ours, never the sender's input: say so, and let them retry
@@ -147,6 +158,9 @@ class IngestApp:
             record = self._accept(ctx, now)
         except Refusal as refusal:
             return await self._refuse(ctx, refusal, send)
+        bucket = self._buckets.get(record["source"])
+        if bucket is not None and (retry_in := bucket.take(now)) > 0:
+            return await self._rate_limited(send, record["source"], retry_in)
         try:
             wait = await self.publisher.publish(
                 self.topics.postbacks_raw,
@@ -165,6 +179,9 @@ class IngestApp:
         request = ctx.request
         if request.body_too_large:
             raise Refusal("body_too_large", f"body exceeds {self.settings.max_body_bytes} bytes", None, 413)
+        if request.body_timed_out:
+            timeout = self.settings.body_timeout_s
+            raise Refusal("request_timeout", f"body not received within {timeout:g} s", None, 408)
         name = request.path[len("/postback/") :] if request.path.startswith("/postback/") else None
         ctx.source = self.sources.get(name)
         if ctx.source is None:
@@ -250,6 +267,20 @@ class IngestApp:
 
     def _stored(self, raw: bytes) -> str:
         return self._redact(raw[: MAX_STORED_CHARS * 2].decode("utf-8", errors="replace"))[:MAX_STORED_CHARS]
+
+    async def _rate_limited(self, send: Send, source: str, retry_in: float) -> int:
+        metrics.RATE_LIMITED.labels(source).inc()
+        await send_json(
+            send,
+            429,
+            {
+                "status": "rate_limited",
+                "reason": "rate_limited",
+                "detail": f"source {source!r} is over its limit",
+            },
+            [(b"retry-after", str(max(1, math.ceil(retry_in))).encode())],
+        )
+        return 429
 
     async def _unavailable(self, send: Send, exc: Exception) -> int:
         metrics.UNAVAILABLE.inc()
@@ -346,7 +377,10 @@ class IngestApp:
 
 def create_app() -> IngestApp:
     """ASGI factory used by the server: everything comes from the environment (Settings)."""
+    from postbacks.lifecycle import die_with_parent
     from postbacks.logs import configure
+
+    die_with_parent()  # this runs in a granian worker: it must not serve on if the server dies
 
     settings = Settings.from_env()
     configure(settings.log_level, settings.log_format)

@@ -8,6 +8,7 @@ postbacks.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
@@ -31,13 +32,14 @@ class Request:
     peer: str
     body: bytes = b""
     body_too_large: bool = False
+    body_timed_out: bool = False
 
     @property
     def content_type(self) -> str:
         return self.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
-async def read_request(scope: Scope, receive: Receive, max_body: int) -> Request:
+async def read_request(scope: Scope, receive: Receive, max_body: int, timeout_s: float = 10.0) -> Request:
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
     client = scope.get("client")
     request = Request(
@@ -56,17 +58,21 @@ async def read_request(scope: Scope, receive: Receive, max_body: int) -> Request
     chunks: list[bytes] = []
     size = 0
     more = True
-    while more:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > max_body:
-            request.body_too_large = True
-            return request
-        chunks.append(chunk)
-        more = message.get("more_body", False)
+    try:
+        async with asyncio.timeout(timeout_s):
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    break
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > max_body:
+                    request.body_too_large = True
+                    return request
+                chunks.append(chunk)
+                more = message.get("more_body", False)
+    except TimeoutError:
+        request.body_timed_out = True
     request.body = b"".join(chunks)
     return request
 

@@ -28,6 +28,12 @@ PUBLISH_SECONDS = Histogram(
     registry=REGISTRY,
 )
 IN_FLIGHT = Gauge("postbacks_ingest_in_flight", "Requests waiting for Kafka", registry=REGISTRY)
+RATE_LIMITED = Counter(
+    "postbacks_ingest_rate_limited_total",
+    "Requests answered 429 because their source was over its rate limit",
+    ["source"],
+    registry=REGISTRY,
+)
 UNAVAILABLE = Counter(
     "postbacks_ingest_unavailable_total",
     "Requests answered 503 (broker slow/away, overload)",

@@ -11,7 +11,7 @@ import ipaddress
 import secrets
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,8 @@ class Source:
     rules: NormaliseRules
     allow_ips: tuple[IPNetwork, ...] = ()
     dedup_policy: str = "auto"
+    # Requests per second and burst; None: no limit (see ingest.ratelimit).
+    rate_limit: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,13 +67,7 @@ def parse_sources(data: Mapping[str, Any], where: str = "sources") -> SourceRegi
     secret_params = ALWAYS_SECRET | {s.auth.param for s in sources.values() if isinstance(s.auth, TokenAuth)}
     # Every source's rules drop every known secret name, not only its own.
     sources = {
-        name: Source(
-            s.name,
-            s.auth,
-            NormaliseRules(s.rules.aliases, s.rules.statuses, secret_params),
-            s.allow_ips,
-            s.dedup_policy,
-        )
+        name: replace(s, rules=NormaliseRules(s.rules.aliases, s.rules.statuses, secret_params))
         for name, s in sources.items()
     }
     return SourceRegistry(
@@ -101,7 +97,19 @@ def _parse_source(name: str, spec: Any, where: str) -> Source:
         rules=NormaliseRules(aliases, statuses),
         allow_ips=_networks(spec.get("allow_ips", []), f"{at}.allow_ips"),
         dedup_policy=policy,
+        rate_limit=_rate_limit(spec, at),
     )
+
+
+def _rate_limit(spec: Mapping[str, Any], at: str) -> tuple[float, float] | None:
+    rate = spec.get("rate_limit_per_s")
+    if rate is None:
+        return None
+    burst = spec.get("rate_limit_burst", rate)
+    numbers = (int, float)
+    if not (isinstance(rate, numbers) and isinstance(burst, numbers) and rate > 0 and burst >= 1):
+        raise ConfigError(f"{at}: rate_limit_per_s must be > 0 and rate_limit_burst >= 1")
+    return float(rate), float(burst)
 
 
 def _parse_auth(spec: Mapping[str, Any], at: str) -> Auth:

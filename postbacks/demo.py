@@ -151,7 +151,10 @@ def plan_day(clicks: int, rates: Mapping[str, Decimal], seed: int) -> tuple[list
 class Progress:
     total: int
     sent: int = 0
-    statuses: Counter[int] = field(default_factory=Counter)
+    statuses: Counter[int | str] = field(default_factory=Counter)
+    # What the ingest acknowledged (2xx): click ids and postback request ids.
+    acked_clicks: list[str] = field(default_factory=list)
+    acked_postbacks: list[str] = field(default_factory=list)
 
 
 async def play(
@@ -173,14 +176,26 @@ async def play(
             await asyncio.sleep(delay)
 
     async def send(client: httpx.AsyncClient, path: str, params: dict[str, str]) -> httpx.Response:
+        """What senders do: retry on 503 (after Retry-After) and when the service cannot be reached."""
         while True:
             await pace()
-            response = await client.get(path, params=params)
             progress.sent += 1
+            try:
+                response = await client.get(path, params=params)
+            except httpx.TransportError:  # ingest down or restarting; the request may have landed
+                progress.statuses["no answer"] += 1
+                await asyncio.sleep(0.5)
+                continue
             progress.statuses[response.status_code] += 1
             if response.status_code != 503:
+                if response.is_success:
+                    body = response.json()
+                    if "click_id" in body:
+                        progress.acked_clicks.append(body["click_id"])
+                    elif "request_id" in body:
+                        progress.acked_postbacks.append(body["request_id"])
                 return response
-            await asyncio.sleep(float(response.headers.get("retry-after", "1")))  # what senders do
+            await asyncio.sleep(float(response.headers.get("retry-after", "1")))
 
     async def worker(client: httpx.AsyncClient) -> None:
         while not queue.empty():

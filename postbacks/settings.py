@@ -83,6 +83,8 @@ class Settings:
     max_in_flight: int = field(default=10_000, metadata=_env("INGEST_MAX_IN_FLIGHT"))
     max_body_bytes: int = field(default=64 * 1024, metadata=_env("INGEST_MAX_BODY_BYTES"))
     max_params: int = field(default=200, metadata=_env("INGEST_MAX_PARAMS"))
+    # A POST body must arrive within this; a sender trickling bytes holds a connection, not us.
+    body_timeout_s: float = field(default=10.0, metadata=_env("INGEST_BODY_TIMEOUT_S"))
     retry_after_s: int = field(default=5, metadata=_env("INGEST_RETRY_AFTER_S"))
 
     # Stream workers (Faust). State lives in RocksDB under data_dir/stream/<worker name>.

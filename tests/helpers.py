@@ -82,12 +82,14 @@ async def _read(
                 for m in messages:
                     decoded = codec.decode(m.value, m.headers)
                     decoded["_key"] = m.key
+                    decoded["_at"] = (m.partition, m.offset)
                     records.append(decoded)
         # Linger briefly to catch records beyond the expected count (duplicates must show up).
         for messages in (await consumer.getmany(timeout_ms=300)).values():
             for m in messages:
                 decoded = codec.decode(m.value, m.headers)
                 decoded["_key"] = m.key
+                decoded["_at"] = (m.partition, m.offset)
                 records.append(decoded)
     finally:
         await consumer.stop()
@@ -102,6 +104,7 @@ class IngestProcess:
     base_url: str
     token: str
     log_path: Path
+    env: dict[str, str]
 
     @classmethod
     @contextmanager
@@ -116,12 +119,20 @@ class IngestProcess:
         }
         log_path = workdir / "ingest.log"
         process = spawn_cli("ingest", env, log_path)
-        ingest = cls(process, f"http://127.0.0.1:{port}", token, log_path)
+        ingest = cls(process, f"http://127.0.0.1:{port}", token, log_path, env)
         try:
             ingest.wait_healthy()
             yield ingest
         finally:
-            stop_process(process)
+            stop_process(ingest.process)
+
+    def kill(self) -> None:
+        kill_process(self.process)
+
+    def restart(self) -> None:
+        """The same service again: same port, sources and settings."""
+        self.process = spawn_cli("ingest", self.env, self.log_path)
+        self.wait_healthy()
 
     def wait_healthy(self, timeout_s: float = 30.0) -> None:
         deadline = time.monotonic() + timeout_s

@@ -5,6 +5,7 @@ Real-broker behaviour (acks, 503 when the broker stops) is in tests/integration.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Sequence
@@ -284,3 +285,59 @@ async def test_no_input_gets_a_500(params: list[tuple[str, str]], raw: bytes) ->
             assert response.json()["status"] in {"accepted", "rejected"}
     # Every refusal was kept on the rejected topic, every acceptance on the raw one.
     assert len(publisher.sent) == 3
+
+
+async def test_a_source_over_its_rate_limit_gets_429_with_retry_after(publisher: RecordingPublisher) -> None:
+    now = [1000.0]
+    sources = parse_sources(
+        {
+            "sources": {
+                "default": {"auth": "token", "tokens": [TOKEN], "rate_limit_per_s": 2, "rate_limit_burst": 3},
+                "other": {"auth": "token", "tokens": [TOKEN]},
+            }
+        }
+    )
+    app = IngestApp(Settings(), sources, CATALOG, publisher, clock=lambda: now[0])
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ingest")
+    params = {"clickid": "c1", "token": TOKEN}
+    statuses = [(await client.get("/postback", params=params)).status_code for _ in range(5)]
+    assert statuses == [200, 200, 200, 429, 429]
+    limited = await client.get("/postback", params=params)
+    assert limited.json()["reason"] == "rate_limited" and limited.headers["retry-after"] == "1"
+    assert (await client.get("/postback/other", params=params)).status_code == 200  # its own budget
+    now[0] += 0.5  # one token back at 2/s
+    assert (await client.get("/postback", params=params)).status_code == 200
+    assert len(publisher.decoded("postbacks.raw")) == 5 and publisher.decoded("postbacks.rejected") == []
+
+
+async def test_a_body_that_does_not_arrive_in_time_gets_408_and_is_kept(
+    publisher: RecordingPublisher,
+) -> None:
+    app = IngestApp(Settings(body_timeout_s=0.2), SOURCES, CATALOG, publisher)
+    chunks = [
+        {"type": "http.request", "body": b"clickid=c9&tok", "more_body": True},
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        if chunks:
+            return chunks.pop(0)
+        await asyncio.sleep(3600)  # the sender stops sending, the connection stays open
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/postback",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/x-www-form-urlencoded")],
+        "client": ("127.0.0.1", 5000),
+    }
+    await asyncio.wait_for(app(scope, receive, send), 5)
+    assert sent[0]["status"] == 408
+    assert json.loads(sent[1]["body"])["reason"] == "request_timeout"
+    [rejected] = publisher.decoded("postbacks.rejected")
+    assert rejected["reason"] == "request_timeout" and rejected["http_status"] == 408
