@@ -166,10 +166,9 @@ class TableWriter:
         """Whether records fetched when the partition's last seek was `seek` may still be taken."""
         return seek is not None and self.ready.get(partition) == seek
 
-    def _sought(self, tp: TopicPartition, offset: int | None) -> None:
-        """Seek (None: to the beginning, already requested) and mark the partition ready from there."""
-        if offset is not None:
-            self.consumer.seek(tp, offset)
+    def _sought(self, tp: TopicPartition, offset: int) -> None:
+        """Seek and mark the partition ready from there, with no await in between."""
+        self.consumer.seek(tp, offset)
         self._seeks += 1
         self.ready[tp.partition] = self._seeks
 
@@ -299,8 +298,11 @@ class TableWriter:
             if meta is not None and meta.offset >= 0:
                 self._sought(tp, meta.offset)
             else:
-                await self.consumer.seek_to_beginning(tp)
-                self._sought(tp, None)
+                # Looked up first, then sought and marked ready in one step: while an await of a
+                # seek_to_beginning ran, the run loop could fetch from the new position and drop
+                # the records (partition not ready) with the position already past them.
+                start = (await self.consumer.beginning_offsets([tp]))[tp]
+                self._sought(tp, start)
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -66,7 +66,10 @@ async def _read(
     bootstrap: str, topic: str, schema: str, expect: int, timeout_s: float
 ) -> list[dict[str, Any]]:
     codec = Codec(schema)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    # earliest: a seek_to_beginning racing the initial position lookup must not land at the end.
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
     records: list[dict[str, Any]] = []
     try:
         await consumer.start()
