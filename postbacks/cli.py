@@ -49,6 +49,18 @@ def _sink(settings: Settings, args: argparse.Namespace) -> int:
     return _service("sink", lambda s: asyncio.run(serve(s)), settings)
 
 
+def _outbound(settings: Settings, args: argparse.Namespace) -> int:
+    from ingest.sources import ConfigError
+    from outbound.service import load, serve
+
+    try:
+        publishers = load(settings)  # every template checked before anything starts
+    except ConfigError as exc:
+        print(f"postbacks outbound: {exc}", file=sys.stderr)
+        return 2
+    return _service("outbound", lambda s: asyncio.run(serve(s, publishers)), settings)
+
+
 def _query(settings: Settings, sql: str) -> tuple[list[str], list[list[Any]]]:
     """Through a running stack's endpoint when it owns the embedded engine, else directly."""
     from sinks.clickhouse import connect, is_embedded
@@ -120,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("ingest", help="run only the ingest HTTP service against KAFKA_BOOTSTRAP_SERVERS")
     sub.add_parser("stream", help="run one stream worker (dedup, attribution, enrichment) against Kafka")
     sub.add_parser("sink", help="run the ClickHouse writers (migrates the schema first)")
+    sub.add_parser("outbound", help="pass conversions on to publishers: templated, retried, once each")
     report = sub.add_parser("report", help="conversions, revenue, payout, CR and EPC from ClickHouse")
     report.add_argument(
         "--by",
@@ -151,6 +164,7 @@ COMMANDS = {
     "ingest": _ingest,
     "stream": _stream,
     "sink": _sink,
+    "outbound": _outbound,
     "report": _report,
     "sql": _sql,
     "demo": _demo,

@@ -28,10 +28,12 @@ from typing import Any
 
 import httpx
 
+from postbacks import demo_outbound
 from postbacks.settings import Settings
 
 Q = Decimal("0.000001")
 CURRENCIES = ("USD", "EUR", "GBP")
+PUBLISHERS = [f"pub-{i}" for i in range(25)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,8 @@ class Expected:
     payout_usd: Decimal = Decimal(0)
     duplicates: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
+    # Approved conversion versions per publisher: each is passed on once (README "Outbound postbacks").
+    outbound: Counter[str] = field(default_factory=Counter)
 
 
 def usd(amount: Decimal, currency: str, rates: Mapping[str, Decimal]) -> Decimal:
@@ -71,18 +75,16 @@ def plan_day(clicks: int, rates: Mapping[str, Decimal], seed: int) -> tuple[list
     expected = Expected()
     scripts: list[Script] = []
     campaigns = [f"cmp-{i}" for i in range(8)]
-    publishers = [f"pub-{i}" for i in range(25)]
     offers = [f"offer-{i}" for i in range(5)]
     for n in range(clicks):
-        script = Script(
-            {
-                "offer_id": rng.choice(offers),
-                "publisher_id": rng.choice(publishers),
-                "campaign_id": rng.choice(campaigns),
-                "sub1": f"s{rng.randrange(100)}",
-                "format": "json",
-            }
-        )
+        click = {
+            "offer_id": rng.choice(offers),
+            "publisher_id": rng.choice(PUBLISHERS),
+            "campaign_id": rng.choice(campaigns),
+            "sub1": f"s{rng.randrange(100)}",
+            "format": "json",
+        }
+        script = Script(click)
         expected.clicks += 1
         roll = rng.random()
         # Times are "+seconds after this script's click", resolved when sent (ingest stamps the click).
@@ -112,6 +114,8 @@ def plan_day(clicks: int, rates: Mapping[str, Decimal], seed: int) -> tuple[list
             if final == "approved" and rng.random() < 0.04:
                 script.postbacks.append(Request({**install, "status": "rejected"}))  # a chargeback
                 final = "rejected"
+            if final in {"approved", "rejected"}:  # an approved version was emitted on the way
+                expected.outbound[click["publisher_id"]] += 1
             if final == "approved":
                 expected.conversions += 1
                 expected.payout_usd += usd(payout, currency, rates)
@@ -134,6 +138,7 @@ def plan_day(clicks: int, rates: Mapping[str, Decimal], seed: int) -> tuple[list
                 )
                 expected.conversions += 1
                 expected.revenue_usd += usd(revenue, cur, rates)
+                expected.outbound[click["publisher_id"]] += 1
         scripts.append(script)
     strays = max(1, clicks // 100)
     for i in range(strays):  # postbacks for clicks we never saw, and broken requests
@@ -269,6 +274,8 @@ def run(
     )
     env["LOG_LEVEL"] = "WARNING"
     data_dir.mkdir(parents=True)
+    receiver = demo_outbound.start_receiver()  # the publishers' postback endpoints, on this machine
+    demo_outbound.write_sources(data_dir / "sources.toml", receiver.url, PUBLISHERS)
     out = data_dir / "up.out"
     print(f"starting a fresh local stack in {data_dir} ...", flush=True)
     with out.open("wb") as sink:
@@ -305,9 +312,14 @@ def run(
         asyncio.run(with_progress())
         print(f"sent in {time.monotonic() - started:.1f}s; waiting for the pipeline to drain ...", flush=True)
         checks = _wait_for_totals(demo, expected, timeout_s, query)
+        outbound_checks, (outbound_columns, outbound_rows) = demo_outbound.wait_for_outbound(
+            demo, expected.outbound, receiver, timeout_s, query
+        )
+        checks += outbound_checks
         columns, rows = query(demo, report_sql(["offer"]))
         print("\n" + render(columns, rows, "table"))
         print("\n" + render(*query(demo, refusals_sql()), "table") + "\n")
+        print("outbound postbacks by publisher:\n" + render(outbound_columns, outbound_rows, "table") + "\n")
         failed = 0
         for name, want, got in checks:
             ok = want == got
@@ -321,6 +333,7 @@ def run(
             up.wait(60)
         except subprocess.TimeoutExpired:
             up.kill()
+        receiver.stop()
 
 
 def _wait_for_totals(

@@ -22,3 +22,11 @@ def sink_group(prefix: str, table: str) -> str:
 
 def sink_client(table: str) -> str:
     return f"postbacks-sink-{table}"
+
+
+def outbound_group(prefix: str) -> str:
+    return f"{prefix}postbacks-outbound"
+
+
+def outbound_client(worker_name: str) -> str:
+    return f"postbacks-outbound-{worker_name}"

@@ -109,6 +109,22 @@ class Settings:
     clickhouse_raw_ttl_days: int = field(default=180, metadata=_env("CLICKHOUSE_RAW_TTL_DAYS"))
     # Currency rates: the shipped defaults unless a file is given; fx.rates topic overrides live.
     fx_rates_file: Path | None = field(default=None, metadata=_env("FX_RATES_FILE"))
+    # Outbound postbacks to publishers (templates in the sources file's [publishers.<id>] tables).
+    # A publisher's table may override concurrency, timeout, attempts and age.
+    outbound_worker_name: str = field(default="outbound-0", metadata=_env("OUTBOUND_WORKER_NAME"))
+    outbound_concurrency: int = field(default=8, metadata=_env("OUTBOUND_CONCURRENCY"))
+    outbound_timeout_s: float = field(default=10.0, metadata=_env("OUTBOUND_TIMEOUT_S"))
+    outbound_max_attempts: int = field(default=15, metadata=_env("OUTBOUND_MAX_ATTEMPTS"))
+    outbound_max_age_s: float = field(default=86_400.0, metadata=_env("OUTBOUND_MAX_AGE_S"))
+    outbound_backoff_base_s: float = field(default=1.0, metadata=_env("OUTBOUND_BACKOFF_BASE_S"))
+    outbound_backoff_max_s: float = field(default=900.0, metadata=_env("OUTBOUND_BACKOFF_MAX_S"))
+    # A destination with this many failures in a row within the window is paused, then probed.
+    outbound_pause_failures: int = field(default=10, metadata=_env("OUTBOUND_PAUSE_FAILURES"))
+    outbound_pause_window_s: float = field(default=60.0, metadata=_env("OUTBOUND_PAUSE_WINDOW_S"))
+    outbound_pause_s: float = field(default=30.0, metadata=_env("OUTBOUND_PAUSE_S"))
+    # Deliveries waiting per destination; beyond, new ones are dead-lettered (memory stays bounded).
+    outbound_queue_limit: int = field(default=10_000, metadata=_env("OUTBOUND_QUEUE_LIMIT"))
+    outbound_commit_interval_s: float = field(default=1.0, metadata=_env("OUTBOUND_COMMIT_INTERVAL_S"))
 
     log_level: str = field(default="INFO", metadata=_env("LOG_LEVEL"))
     log_format: str = field(default="json", metadata=_env("LOG_FORMAT"))
@@ -142,6 +158,17 @@ class Settings:
             raise SettingsError("STREAM_STORE must be rocksdb or memory")
         if self.log_format not in {"json", "text"}:
             raise SettingsError("LOG_FORMAT must be json or text")
+        self._validate_outbound()
+
+    def _validate_outbound(self) -> None:
+        for name in ("concurrency", "max_attempts", "pause_failures", "queue_limit"):
+            if getattr(self, f"outbound_{name}") < 1:
+                raise SettingsError(f"OUTBOUND_{name.upper()} must be at least 1")
+        for name in ("timeout_s", "max_age_s", "backoff_base_s", "backoff_max_s", "pause_window_s"):
+            if getattr(self, f"outbound_{name}") <= 0:
+                raise SettingsError(f"OUTBOUND_{name.upper()} must be positive")
+        if self.outbound_pause_s <= 0:
+            raise SettingsError("OUTBOUND_PAUSE_S must be positive")
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)

@@ -19,6 +19,8 @@ from postbacks.settings import Settings
 
 log = logging.getLogger(__name__)
 
+DELIVERY_STATE_RETENTION_MS = 7 * 24 * 3600 * 1000
+
 
 @dataclass(frozen=True, slots=True)
 class Topics:
@@ -62,6 +64,20 @@ class Topics:
     def dead_letter(self) -> str:
         return self._name("postbacks.deadletter")
 
+    @property
+    def outbound_deliveries(self) -> str:
+        """Compacted: the latest state of each outbound delivery, reloaded by the outbound worker at start."""
+        return self._name("outbound.deliveries")
+
+    @property
+    def outbound_attempts(self) -> str:
+        """Every outbound postback attempt; the sink writes them to ClickHouse `outbound_postbacks`."""
+        return self._name("outbound.attempts")
+
+    @property
+    def outbound_dead_letter(self) -> str:
+        return self._name("outbound.deadletter")
+
     def all(self) -> list[str]:
         return [
             self.postbacks_raw,
@@ -72,7 +88,21 @@ class Topics:
             self.stream_ticks,
             self.fx_rates,
             self.dead_letter,
+            self.outbound_deliveries,
+            self.outbound_attempts,
+            self.outbound_dead_letter,
         ]
+
+    def configs(self) -> dict[str, dict[str, str]]:
+        """Topic configs beyond the broker's defaults, applied when a topic is created."""
+        return {
+            # Keeps the latest state per delivery; states older than the retention are no longer needed
+            # (README "Outbound postbacks": what this bounds).
+            self.outbound_deliveries: {
+                "cleanup.policy": "compact,delete",
+                "retention.ms": str(DELIVERY_STATE_RETENTION_MS),
+            },
+        }
 
 
 class TopicLayoutError(RuntimeError):
@@ -90,7 +120,16 @@ async def ensure_topics(settings: Settings, names: list[str] | None = None, time
         existing = set(await admin.list_topics())
         missing = [t for t in topics if t not in existing]
         if missing:
-            new = [NewTopic(t, settings.topic_partitions, settings.topic_replication_factor) for t in missing]
+            configs = Topics(settings.topic_prefix).configs()
+            new = [
+                NewTopic(
+                    t,
+                    settings.topic_partitions,
+                    settings.topic_replication_factor,
+                    topic_configs=configs.get(t),
+                )
+                for t in missing
+            ]
             response = await admin.create_topics(new, timeout_ms=int(timeout_s * 1000))
             for name, code, *_ in response.topic_errors:
                 # Already-exists means another process won the race; the layout check below still applies.

@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from postbacks.topics import Topics
-from schemas import CLICK, CONVERSION, POSTBACK_DUPLICATE, POSTBACK_REJECTED
+from schemas import CLICK, CONVERSION, OUTBOUND_ATTEMPT, POSTBACK_DUPLICATE, POSTBACK_REJECTED
 
 Record = Mapping[str, Any]
 Identity = tuple[Any, ...]
@@ -86,6 +86,13 @@ _DUPLICATE_COLUMNS = (
 )  # fmt: skip
 
 
+_OUTBOUND_COLUMNS = (
+    "idempotency_key", "attempt", "attempted_at", "conversion_id", "version", "publisher_id", "offer_id",
+    "campaign_id", "click_id", "event_name", "status", "method", "url", "http_status", "latency_ms", "error",
+    "outcome", "reason",
+)  # fmt: skip
+
+
 def _by_request(record: Record) -> Identity:
     return (record["request_id"],)
 
@@ -125,6 +132,19 @@ SPECS: tuple[TableSpec, ...] = (
             "SELECT request_id, kafka_partition, kafka_offset FROM duplicate_postbacks "
             "WHERE received_at BETWEEN {lo:DateTime64(3)} "
             "AND {hi:DateTime64(3)} AND request_id IN {ids:Array(String)}"
+        ),
+    ),
+    # An outbound worker that restarts after a crash records an `unknown` attempt for a request whose
+    # answer it never recorded; if the real record did get out, it is kept and the `unknown` one dropped.
+    TableSpec(
+        "outbound_postbacks",
+        lambda t: t.outbound_attempts,
+        OUTBOUND_ATTEMPT,
+        _OUTBOUND_COLUMNS,
+        identity=lambda r: (r["idempotency_key"], r["attempt"]),
+        identity_sql=(
+            "SELECT idempotency_key, attempt, kafka_partition, kafka_offset FROM outbound_postbacks "
+            "WHERE idempotency_key IN {ids:Array(String)}"
         ),
     ),
 )

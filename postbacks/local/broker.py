@@ -18,7 +18,14 @@ import time
 from importlib.resources import files
 from pathlib import Path
 
-from postbacks.groups import sink_client, sink_group, stream_client, stream_group
+from postbacks.groups import (
+    outbound_client,
+    outbound_group,
+    sink_client,
+    sink_group,
+    stream_client,
+    stream_group,
+)
 from postbacks.local.children import spawn
 
 READY_TIMEOUT_S = 30.0
@@ -123,6 +130,11 @@ def evict_crashed_sink(bootstrap: str, prefix: str) -> None:
 
     for spec in SPECS:
         asyncio.run(evict_group_members(bootstrap, sink_group(prefix, spec.name), sink_client(spec.name)))
+
+
+def evict_crashed_outbound(bootstrap: str, prefix: str, worker_name: str) -> None:
+    """Before restarting an outbound worker that died without leaving its group."""
+    asyncio.run(evict_group_members(bootstrap, outbound_group(prefix), outbound_client(worker_name)))
 
 
 class EmbeddedBroker:

@@ -26,6 +26,7 @@ from ingest.auth import TokenAuth
 from ingest.sources import load_sources, write_starter_sources
 from postbacks.local.broker import (
     EmbeddedBroker,
+    evict_crashed_outbound,
     evict_crashed_sink,
     evict_crashed_stream_worker,
     free_port,
@@ -39,7 +40,7 @@ RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0)
 
 @dataclass
 class Service:
-    """One child process of the stack (ingest today; stream workers and sinks join it)."""
+    """One child process of the stack: ingest, a stream worker, the sink, the outbound worker."""
 
     name: str
     argv: list[str]
@@ -141,6 +142,13 @@ class LocalStack:
                 logs / "sink.log",
                 before_restart=(lambda: self._evict("sink")) if self.broker is not None else None,
             ),
+            Service(
+                "outbound",
+                [*cli, "outbound"],
+                env,
+                logs / "outbound.log",
+                before_restart=(lambda: self._evict("outbound")) if self.broker is not None else None,
+            ),
         ]
         for service in self.services:
             service.start()
@@ -180,6 +188,8 @@ class LocalStack:
         try:
             if service == "stream":
                 evict_crashed_stream_worker(s.kafka_bootstrap_servers, s.topic_prefix, s.stream_worker_name)
+            elif service == "outbound":
+                evict_crashed_outbound(s.kafka_bootstrap_servers, s.topic_prefix, s.outbound_worker_name)
             else:
                 evict_crashed_sink(s.kafka_bootstrap_servers, s.topic_prefix)
         except Exception as exc:  # the restart goes ahead; Kafka's own timeout is the fallback
@@ -207,6 +217,7 @@ class LocalStack:
             f"  ingest     {base}   (/postback, /click, /healthz, /metrics)\n"
             f"  stream     1 worker (dedup, attribution, enrichment) -> conversions.attributed\n"
             f"  clickhouse {s.effective_clickhouse_dsn}   (`postbacks report`, `postbacks sql`)\n"
+            "  outbound   postbacks to the [publishers.<id>] of the sources file -> outbound_postbacks\n"
             f"  kafka      {s.kafka_bootstrap_servers}\n"
             f"  data dir   {s.data_dir}\n"
             f"  sources    {s.effective_sources_file}\n"

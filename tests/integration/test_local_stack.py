@@ -87,7 +87,7 @@ def test_up_runs_the_stack_and_ctrl_c_stops_all_of_it(tmp_path: Path) -> None:
         [conversion] = read_topic(kafka, "conversions.attributed", CONVERSION, expect=1, timeout_s=60)
         assert (conversion["click_id"], conversion["status"]) == (first, "approved")
         children = children_of(up.pid)
-        assert len(children) == 4, children  # broker, ingest, stream, sink
+        assert len(children) == 5, children  # broker, ingest, stream, sink, outbound
 
         # A crashed stream worker is restarted by the supervisor and carries on.
         streams = subprocess.run(["pgrep", "-f", "postbacks.cli stream"], capture_output=True, text=True)

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from ingest.sources import load_sources
+from outbound.config import load_publishers
 from postbacks.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -24,13 +25,13 @@ def compose() -> dict[str, Any]:
 
 def test_services_present_with_healthchecks(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert {"kafka", "clickhouse", "topics", "ingest", "stream", "sink"} <= services.keys()
+    assert {"kafka", "clickhouse", "topics", "ingest", "stream", "sink", "outbound"} <= services.keys()
     for name in ("kafka", "clickhouse", "ingest"):
         assert "healthcheck" in services[name], name
 
 
 def test_pipeline_env_uses_only_known_settings(compose: dict[str, Any]) -> None:
-    for name in ("topics", "ingest", "stream", "sink"):
+    for name in ("topics", "ingest", "stream", "sink", "outbound"):
         env = compose["services"][name]["environment"]
         unknown = set(env) - SETTINGS_VARS
         assert not unknown, f"{name}: {unknown}"
@@ -40,11 +41,11 @@ def test_pipeline_env_uses_only_known_settings(compose: dict[str, Any]) -> None:
 def test_kafka_bootstrap_matches_the_advertised_listener(compose: dict[str, Any]) -> None:
     kafka_env = compose["services"]["kafka"]["environment"]
     advertised = kafka_env["KAFKA_ADVERTISED_LISTENERS"].split("//", 1)[1]
-    for name in ("topics", "ingest", "stream", "sink"):
+    for name in ("topics", "ingest", "stream", "sink", "outbound"):
         assert compose["services"][name]["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == advertised
     # The stream keeps RocksDB state across container restarts; every service waits for the topics.
     assert any(v.endswith(":/tmp/postbacks") for v in compose["services"]["stream"]["volumes"])
-    for name in ("ingest", "stream", "sink"):
+    for name in ("ingest", "stream", "sink", "outbound"):
         assert (
             compose["services"][name]["depends_on"]["topics"]["condition"] == "service_completed_successfully"
         )
@@ -77,3 +78,12 @@ def test_ingest_port_sources_file_and_ordering(compose: dict[str, Any]) -> None:
     assert ingest["depends_on"]["topics"]["condition"] == "service_completed_successfully"
     assert env["INGEST_PORT"] in " ".join(ingest["healthcheck"]["test"])
     assert (REPO / "Dockerfile").exists()
+
+
+def test_outbound_reads_the_mounted_sources_file_and_its_publishers(compose: dict[str, Any]) -> None:
+    outbound = compose["services"]["outbound"]
+    host_dir, container_dir = outbound["volumes"][0].split(":")[:2]
+    sources = Path(outbound["environment"]["SOURCES_FILE"])
+    assert sources.parent == Path(container_dir)
+    publishers = load_publishers(REPO / host_dir / sources.name)  # every template valid
+    assert publishers, "the example sources file shows a publisher"
