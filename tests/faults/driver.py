@@ -34,15 +34,8 @@ from postbacks.topics import Topics
 from schemas import CLICK, POSTBACK_RAW, POSTBACK_REJECTED
 from stream.rules.fx import load_rates
 from tests.helpers import IngestProcess, SinkProcess, StreamWorker, read_topic
+from tests.integration.test_stream import STREAM_ENV  # short timers: a trial drains in seconds
 
-# Short timers so a trial drains in seconds: the unknown-click grace, ticks, commits, sessions.
-STREAM_ENV = {
-    "UNKNOWN_CLICK_GRACE_S": "4",
-    "STREAM_TICK_INTERVAL_S": "0.5",
-    "STREAM_COMMIT_INTERVAL_S": "0.5",
-    "STREAM_SESSION_TIMEOUT_S": "6",
-    "LOG_LEVEL": "INFO",
-}
 COMPONENTS = ("stream", "sink", "ingest")
 
 

@@ -11,10 +11,9 @@ from aiokafka import AIOKafkaProducer
 from postbacks.settings import Settings
 from postbacks.topics import Topics
 from schemas import DEAD_LETTER, POSTBACK_RAW
-from tests.faults.driver import STREAM_ENV
 from tests.helpers import StreamWorker, read_topic
 from tests.integration.stream_scenario import build, collect
-from tests.integration.test_stream import send, send_late_clicks
+from tests.integration.test_stream import STREAM_ENV, send, send_late_clicks
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
