@@ -37,6 +37,7 @@ from outbound.progress import PartitionProgress
 from outbound.records import Recorder, load_states
 from outbound.state import FINAL, resume
 from postbacks.groups import outbound_client, outbound_group
+from postbacks.partitions import ReadyPartitions
 from postbacks.settings import Settings
 from postbacks.topics import DELIVERY_STATE_RETENTION_MS, Topics
 from schemas import CONVERSION, Codec, SchemaError
@@ -97,10 +98,8 @@ class OutboundWorker:
         self.jobs: dict[str, Job] = {}  # undecided deliveries by idempotency key
         self.progress: dict[int, PartitionProgress] = {}
         self.committed: dict[int, int] = {}
-        # Partition -> number of its last seek, for partitions whose states are loaded. Records of
-        # other partitions, or fetched before the last seek, are not taken (they come again).
-        self.ready: dict[int, int] = {}
-        self._seeks = 0
+        # Partitions whose delivery states are loaded, and their last seeks.
+        self.ready = ReadyPartitions()
         self.undecodable = 0
 
     # -- main loop ---------------------------------------------------------------------------
@@ -119,10 +118,10 @@ class OutboundWorker:
             next_commit, next_stats, next_prune = now, now + STATS_INTERVAL_S, now + PRUNE_INTERVAL_S
             while not stop.is_set():
                 fetched = await self.consumer.getmany(timeout_ms=200, max_records=1000)
-                seeks = dict(self.ready)  # as of this fetch; a rebalance may run during any await below
+                seeks = self.ready.snapshot()  # as of this fetch; a rebalance may run during any await below
                 for tp, messages in fetched.items():
                     for message in messages:
-                        if not self._current(tp.partition, seeks.get(tp.partition)):
+                        if not self.ready.current(tp.partition, seeks.get(tp.partition)):
                             break
                         self._take(tp.partition, message)
                 now = time.monotonic()
@@ -142,9 +141,6 @@ class OutboundWorker:
             self._log_stats("outbound worker stopped")
             await self.consumer.stop()
             await self.producer.stop()
-
-    def _current(self, partition: int, seek: int | None) -> bool:
-        return seek is not None and self.ready.get(partition) == seek
 
     def _take(self, partition: int, message: Any) -> None:
         """One conversion version: the delivery it needs, unless recorded as decided already."""
@@ -246,7 +242,7 @@ class OutboundWorker:
         seek can be dropped as early.
         """
         for partition in partitions:
-            self.ready.pop(partition, None)
+            self.ready.discard(partition)
         if not partitions:
             return
         ordered = sorted(partitions)
@@ -268,8 +264,7 @@ class OutboundWorker:
             self.recorder.states[partition] = states[partition]
             self.progress[partition] = PartitionProgress(start)
             self.committed[partition] = -1 if start is None else start
-            self._seeks += 1
-            self.ready[partition] = self._seeks
+            self.ready.sought(partition)
         self.consumer.resume(*tps.values())
         log.info(
             "outbound partitions ready",
@@ -286,7 +281,7 @@ class OutboundWorker:
         if not partitions:
             return
         for partition in partitions:
-            self.ready.pop(partition, None)
+            self.ready.discard(partition)
         under_way: list[asyncio.Task[None]] = []
         for destination in self.destinations.values():
             _, tasks = destination.forget(partitions)

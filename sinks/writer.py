@@ -38,6 +38,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import OffsetAndMetadata
 
 from postbacks.groups import sink_client, sink_group
+from postbacks.partitions import ReadyPartitions
 from postbacks.settings import Settings
 from postbacks.topics import Topics
 from schemas import Codec, SchemaError
@@ -125,11 +126,8 @@ class TableWriter:
         self.group = sink_group(settings.topic_prefix, spec.name)
         self.codec = Codec(spec.schema)
         self.batches: dict[int, Batch] = {}
-        # Partition -> the number of the last seek on it, for partitions whose committed plan has been
-        # read. Records of other partitions are not taken (see on_assigned), nor records fetched before
-        # the partition's last seek: it has been sought back and they arrive again (see _take).
-        self.ready: dict[int, int] = {}
-        self._seeks = 0
+        # Partitions whose committed plan has been read (see on_assigned), and their last seeks.
+        self.ready = ReadyPartitions()
         self.inserted = 0
         self.undecodable = 0
         self.consumer = AIOKafkaConsumer(
@@ -152,7 +150,7 @@ class TableWriter:
                 fetched = await self.consumer.getmany(
                     timeout_ms=200, max_records=self.settings.sink_batch_rows
                 )
-                seeks = dict(self.ready)  # as of this fetch; a rebalance may run during any flush below
+                seeks = self.ready.snapshot()  # as of this fetch; a rebalance may run during any flush below
                 for tp, messages in fetched.items():
                     await self._take(tp.partition, messages, seeks.get(tp.partition))
                 for batch in list(self.batches.values()):
@@ -162,25 +160,20 @@ class TableWriter:
         finally:
             await self.consumer.stop()
 
-    def _current(self, partition: int, seek: int | None) -> bool:
-        """Whether records fetched when the partition's last seek was `seek` may still be taken."""
-        return seek is not None and self.ready.get(partition) == seek
-
     def _sought(self, tp: TopicPartition, offset: int) -> None:
         """Seek and mark the partition ready from there, with no await in between."""
         self.consumer.seek(tp, offset)
-        self._seeks += 1
-        self.ready[tp.partition] = self._seeks
+        self.ready.sought(tp.partition)
 
     async def _take(self, partition: int, messages: Sequence[Any], seek: int | None) -> None:
         for message in messages:
             # Checked per record: a flush awaits, and a rebalance or a rewind may run meanwhile.
-            if not self._current(partition, seek):
+            if not self.ready.current(partition, seek):
                 return  # fetched before the plan was read or before a seek back: they come again
             batch = self.batches.setdefault(partition, Batch(partition))
             if batch.planned is not None and message.offset > batch.planned[1]:
                 await self.flush(partition)  # the re-formed batch ends here, exactly as planned
-                if not self._current(partition, seek):
+                if not self.ready.current(partition, seek):
                     return
                 batch = self.batches.setdefault(partition, Batch(partition))
             try:
@@ -261,7 +254,7 @@ class TableWriter:
         if tp in self.consumer.assignment() and tp.partition in self.ready:
             self._sought(tp, offset)
         else:
-            self.ready.pop(tp.partition, None)
+            self.ready.discard(tp.partition)
 
     async def _stored(self, batch: Batch) -> list[tuple[Any, ...]]:
         if self.spec.identity_sql is None:
@@ -276,7 +269,7 @@ class TableWriter:
         records are not taken, and the partition is then sought back to the committed offset.
         """
         for tp in partitions:
-            self.ready.pop(tp.partition, None)
+            self.ready.discard(tp.partition)
         if not partitions:
             return
         admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap_servers)
@@ -316,7 +309,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
             if tp.partition in self.writer.ready and batch is not None and batch.planned is None:
                 await self.writer.flush(tp.partition)
             self.writer.batches.pop(tp.partition, None)
-            self.writer.ready.pop(tp.partition, None)
+            self.writer.ready.discard(tp.partition)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await self.writer.on_assigned(assigned)

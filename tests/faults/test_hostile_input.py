@@ -141,9 +141,7 @@ def test_no_hostile_request_gets_a_500_and_every_one_is_kept(
         after = rss_kib(ingest.process.pid)
         assert ingest.process.poll() is None, "ingest died"
     statuses = [s for s, _ in warmup + results]
-    assert 500 not in statuses and not [s for s in statuses if s >= 500], (
-        f"seed={seed}: {sorted(set(statuses))}"
-    )
+    assert not [s for s in statuses if s >= 500], f"seed={seed}: {sorted(set(statuses))}"
     ours = [json.loads(body) for status, body in warmup + results if status and body.startswith(b"{")]
     accepted = sum(1 for b in ours if b["status"] == "accepted")
     refused = [b for b in ours if b["status"] == "rejected"]
