@@ -96,6 +96,10 @@ class Settings:
     stream_session_timeout_s: float = field(default=30.0, metadata=_env("STREAM_SESSION_TIMEOUT_S"))
     # Attribution defaults; an offer in the catalog may override each.
     unknown_click_grace_s: float = field(default=300.0, metadata=_env("UNKNOWN_CLICK_GRACE_S"))
+    # How much later than its clicked_at a click may land in clicks.raw (ingest's produce time plus
+    # clock skew between hosts). A held postback is refused only once the clicks log has passed its
+    # grace plus this, so no click still on its way can count (README "The clock").
+    click_max_delay_s: float = field(default=10.0, metadata=_env("STREAM_CLICK_MAX_DELAY_S"))
     click_ttl_days: float = field(default=30.0, metadata=_env("CLICK_TTL_DAYS"))
     window_install_days: float = field(default=7.0, metadata=_env("ATTRIBUTION_WINDOW_INSTALL_DAYS"))
     window_event_days: float = field(default=30.0, metadata=_env("ATTRIBUTION_WINDOW_EVENT_DAYS"))

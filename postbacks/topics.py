@@ -37,6 +37,7 @@ class Topics:
 
     @property
     def clicks_raw(self) -> str:
+        """Clicks, and the stream's clock marks (schema header `stream_tick`) in the same order."""
         return self._name("clicks.raw")
 
     @property
@@ -50,11 +51,6 @@ class Topics:
     @property
     def postbacks_duplicates(self) -> str:
         return self._name("postbacks.duplicates")
-
-    @property
-    def stream_ticks(self) -> str:
-        """Control topic co-partitioned with the sources: clock ticks for time-based decisions."""
-        return self._name("stream.ticks")
 
     @property
     def fx_rates(self) -> str:
@@ -85,7 +81,6 @@ class Topics:
             self.postbacks_rejected,
             self.conversions_attributed,
             self.postbacks_duplicates,
-            self.stream_ticks,
             self.fx_rates,
             self.dead_letter,
             self.outbound_deliveries,

@@ -30,6 +30,15 @@ _FILE_NAME = re.compile(r"^(?P<name>[a-z_]+)\.v(?P<version>\d+)\.avsc$")
 Headers = Sequence[tuple[str, bytes]]
 
 
+def schema_name(headers: Any) -> str | None:
+    """The schema a record's headers name (Faust hands headers over as a mapping or as pairs)."""
+    pairs = headers.items() if isinstance(headers, dict) else (headers or ())
+    for key, value in pairs:
+        if key == SCHEMA_HEADER:
+            return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+    return None
+
+
 class SchemaError(ValueError):
     """A message cannot be decoded: unknown schema, missing headers or bad bytes."""
 

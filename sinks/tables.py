@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from postbacks.topics import Topics
-from schemas import CLICK, CONVERSION, OUTBOUND_ATTEMPT, POSTBACK_DUPLICATE, POSTBACK_REJECTED
+from schemas import CLICK, CONVERSION, OUTBOUND_ATTEMPT, POSTBACK_DUPLICATE, POSTBACK_REJECTED, STREAM_TICK
 
 Record = Mapping[str, Any]
 Identity = tuple[Any, ...]
@@ -33,6 +33,8 @@ class TableSpec:
     identity: Callable[[Record], Identity] | None = None
     # SELECT returning (identity..., kafka_partition, kafka_offset) of stored rows among the batch's ids.
     identity_sql: str | None = None
+    # Control records that share the topic and are no rows (the stream's clock marks in clicks.raw).
+    marks: frozenset[str] = frozenset()
 
     def row(self, record: Record, partition: int, offset: int) -> list[Any]:
         values = []
@@ -98,7 +100,7 @@ def _by_request(record: Record) -> Identity:
 
 
 SPECS: tuple[TableSpec, ...] = (
-    TableSpec("clicks", lambda t: t.clicks_raw, CLICK, _CLICK_COLUMNS),
+    TableSpec("clicks", lambda t: t.clicks_raw, CLICK, _CLICK_COLUMNS, marks=frozenset({STREAM_TICK})),
     TableSpec(
         "conversion_versions",
         lambda t: t.conversions_attributed,

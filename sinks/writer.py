@@ -41,7 +41,7 @@ from postbacks.groups import sink_client, sink_group
 from postbacks.partitions import ReadyPartitions
 from postbacks.settings import Settings
 from postbacks.topics import Topics
-from schemas import Codec, SchemaError
+from schemas import Codec, SchemaError, schema_name
 from sinks.clickhouse import ClickHouse
 from sinks.tables import TableSpec
 
@@ -177,7 +177,10 @@ class TableWriter:
                     return
                 batch = self.batches.setdefault(partition, Batch(partition))
             try:
-                record = self.codec.decode(message.value, message.headers)
+                if schema_name(message.headers) in self.spec.marks:
+                    record = None  # a control record: takes an offset in the batch, adds no row
+                else:
+                    record = self.codec.decode(message.value, message.headers)
             except SchemaError as exc:  # our own topics: should not happen; never silently
                 self.undecodable += 1
                 log.error(
@@ -190,7 +193,8 @@ class TableWriter:
                     },
                 )
             else:
-                batch.add(message.offset, record)
+                if record is not None:
+                    batch.add(message.offset, record)
             if batch.complete(message.offset):
                 await self.flush(partition)
 

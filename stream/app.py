@@ -1,10 +1,12 @@
 """The Faust application: tables, the attribution agent and the clock, wired around stream.decide.
 
-One agent reads three co-partitioned topics (same partition count, all keyed by
-click id): `clicks.raw`, `postbacks.raw` and `stream.ticks`. Faust assigns partition
-N of all three to the same worker, so a postback meets its click, its dedup state
-and its held siblings in one place, processed one event at a time. Ingest already
-keys both sources by click id, so no repartition topic is needed.
+One agent reads two co-partitioned topics (same partition count, both keyed by
+click id): `clicks.raw` and `postbacks.raw`. Faust assigns partition N of both to
+the same worker, so a postback meets its click, its dedup state and its held
+siblings in one place, processed one event at a time. Ingest already keys both
+sources by click id, so no repartition topic is needed. The worker's clock writes
+its ticks into `clicks.raw` itself (schema `stream_tick`), so a tick is read after
+every click appended before it (stream/decide.py "Order").
 
 Tables (RocksDB via rocksdict by default, changelog-backed):
   click-state    click id -> the click, its conversions' dedup decisions, postbacks held for it
@@ -13,7 +15,8 @@ Tables (RocksDB via rocksdict by default, changelog-backed):
 
 Guarantees. Faust runs at-least-once and flushes its producer before committing
 offsets. On the hot path, decisions keep what they emitted, so a replay re-emits
-it (stream/decide.py). On the two rare paths that consume held postbacks (their click
+it, and no decision depends on the order in which the two topics are read
+(stream/decide.py). On the two rare paths that consume held postbacks (their click
 arrives; their grace period ends) the agent waits for the outputs' acknowledgements
 before it writes the state: a crash in between repeats outputs (idempotent by
 request id / conversion version downstream) but never loses them.
@@ -37,10 +40,11 @@ from postbacks.catalog import Catalog
 from postbacks.groups import stream_client, stream_group
 from postbacks.settings import Settings
 from postbacks.topics import Topics
-from schemas import CLICK, DEAD_LETTER, FX_RATE, POSTBACK_RAW, SCHEMA_HEADER, STREAM_TICK, Codec, SchemaError
+from schemas import CLICK, DEAD_LETTER, FX_RATE, POSTBACK_RAW, STREAM_TICK, Codec, SchemaError, schema_name
+from stream.continuity import Continuity
 from stream.decide import CONVERSION_KIND, DUPLICATE_KIND, REJECTED_KIND, Decider, Emit
 from stream.rules.fx import load_rates
-from stream.state import ClickState, PendingPostback, StateCodec
+from stream.state import ClickState, StateCodec
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +52,6 @@ log = logging.getLogger(__name__)
 def _bytes_topic(app: faust.App, *names: str) -> faust.TopicT:
     """A topic of raw bytes: records are Avro, encoded and decoded by schemas.Codec, not by Faust."""
     return app.topic(*names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
-
-
-def _header(headers: Any, name: str) -> str | None:
-    """A header's value as text; Faust hands headers over as a mapping or as pairs."""
-    pairs = headers.items() if isinstance(headers, dict) else (headers or ())
-    for key, value in pairs:
-        if key == name:
-            return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-    return None
 
 
 class StreamApp:
@@ -67,14 +62,14 @@ class StreamApp:
         self.topics = Topics(settings.topic_prefix)
         self.rates: MutableMapping[str, Decimal] = load_rates(settings.fx_rates_file)
         self.decider = Decider(settings, catalog, source_policies, self.rates)
-        self.grace_ms = int(settings.unknown_click_grace_s * 1000)
         self._state_codec = StateCodec()
         self._raw = Codec(POSTBACK_RAW, millis=True)
         self._clicks = Codec(CLICK, millis=True)
         self._ticks = Codec(STREAM_TICK, millis=True)
         self._dead = Codec(DEAD_LETTER, millis=True)
         self._last_tick_sent: dict[int, float] = {}
-        self.processed = {"clicks": 0, "postbacks": 0, "ticks": 0, "dead_letter": 0}
+        self.processed = {"clicks": 0, "postbacks": 0, "ticks": 0, "dead_letter": 0, "skipped": 0}
+        self.continuity = Continuity()
 
         self.app = app = faust.App(
             id=stream_group(settings.topic_prefix),
@@ -98,15 +93,13 @@ class StreamApp:
             autodiscover=False,
             topic_allow_declare=True,
         )
-        self.source = _bytes_topic(
-            app, self.topics.clicks_raw, self.topics.postbacks_raw, self.topics.stream_ticks
-        )
+        self.source = _bytes_topic(app, self.topics.clicks_raw, self.topics.postbacks_raw)
         self.outputs = {
             CONVERSION_KIND: _bytes_topic(app, self.topics.conversions_attributed),
             REJECTED_KIND: _bytes_topic(app, self.topics.postbacks_rejected),
             DUPLICATE_KIND: _bytes_topic(app, self.topics.postbacks_duplicates),
         }
-        self.ticks = _bytes_topic(app, self.topics.stream_ticks)
+        self.ticks = _bytes_topic(app, self.topics.clicks_raw)  # in-band: ordered with the clicks
         self.dead_letter = _bytes_topic(app, self.topics.dead_letter)
         ttl_s = self.decider.max_ttl_ms() // 1000
         self.states = app.Table(
@@ -122,6 +115,7 @@ class StreamApp:
             "pending-index", partitions=settings.topic_partitions, key_type=bytes, value_type=bytes
         )
         self.agent = app.agent(self.source, name="attribute")(self._attribute)
+        app.on_partitions_assigned.connect(self._on_assigned)
         app.timer(settings.stream_tick_interval_s, name="clock")(self._clock)
         app.task(self._follow_fx_rates)
         app.timer(30.0, name="progress")(self._log_progress)
@@ -141,7 +135,8 @@ class StreamApp:
         """Dispatch on the record's schema header (every producer of these topics sets it)."""
         async for event in stream.events():
             message = event.message
-            schema = _header(message.headers, SCHEMA_HEADER)
+            self._check_continuity(message)
+            schema = schema_name(message.headers)
             try:
                 if schema == POSTBACK_RAW:
                     await self._send(
@@ -155,6 +150,24 @@ class StreamApp:
                     raise SchemaError(f"unexpected schema header {schema!r} on {message.topic}")
             except SchemaError as exc:
                 await self._to_dead_letter(message, exc)
+
+    def _on_assigned(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        self.continuity.forget()
+
+    def _check_continuity(self, message: Any) -> None:
+        committed = getattr(self.app.consumer, "_committed_offset", {})  # Faust's view after its seek
+        skipped_from = self.continuity.gap(message.topic, message.partition, message.offset, committed)
+        if skipped_from is not None:
+            self.processed["skipped"] += message.offset - skipped_from
+            log.error(
+                "source records skipped: at-least-once broken by the consumer",
+                extra={
+                    "topic": message.topic,
+                    "partition": message.partition,
+                    "from_offset": skipped_from,
+                    "to_offset": message.offset - 1,
+                },
+            )
 
     def _load(self, key: bytes) -> ClickState | None:
         raw = self.states.get(key)
@@ -171,11 +184,9 @@ class StreamApp:
         click = self._clicks.decode(value, headers)
         key = str(click["click_id"]).encode()
         state = self._load(key)
-        updated = self.decider.on_click(state, click)
+        updated, emits = self.decider.on_click(state, click)
         if updated is None:
             return  # already known: a replay, or a re-sent click
-        held, updated["pending"] = updated["pending"], []
-        emits = [e for p in held for e in self._decide(updated, p)]
         if emits:
             await self._send_and_wait(emits)  # outputs first: a crash now repeats them, never loses them
             self.pending_index.pop(key, None)
@@ -187,44 +198,26 @@ class StreamApp:
         key = str(postback["click_id"]).encode()
         state = self._load(key)
         if state is None or state["click"] is None:
-            self._hold(key, state, partition, offset, value, self._raw.writer_version(headers), postback)
+            version = self._raw.writer_version(headers)
+            held = self.decider.hold(state, offset, int(postback["received_at"]), value, version)
+            self._save(key, held)
+            self._index(key, held, partition)
             return []
         outcome = self.decider.on_postback(state, postback, offset)
         if outcome.state_changed:
             self._save(key, state)
         return outcome.emits
 
-    def _hold(
-        self,
-        key: bytes,
-        state: ClickState | None,
-        partition: int,
-        offset: int,
-        value: bytes,
-        version: int,
-        postback: dict[str, Any],
-    ) -> None:
-        """Keep a postback whose click has not arrived; idempotent by offset for replays."""
-        state = state or {"click": None, "expires_at": 0, "decisions": [], "pending": []}
-        if all(p["offset"] != offset for p in state["pending"]):
-            state["pending"].append(
-                {
-                    "offset": offset,
-                    "received_at": int(postback["received_at"]),
-                    "schema_version": version,
-                    "payload": value,
-                }
-            )
-            self._save(key, state)
-        due = min(p["received_at"] for p in state["pending"]) + self.grace_ms
-        self.pending_index[key] = self._state_codec.dump_index({"partition": partition, "due_at": due})
-
-    def _decide(self, state: ClickState, held: PendingPostback) -> list[Emit]:
-        postback = self._raw.decode_version(held["payload"], held["schema_version"])
-        return self.decider.on_postback(state, postback, held["offset"]).emits
+    def _index(self, key: bytes, state: ClickState, partition: int) -> None:
+        """Let the clock find a state holding postbacks, by when the first of them is due."""
+        due = self.decider.due_at(state)
+        if due is None:
+            self.pending_index.pop(key, None)
+        else:
+            self.pending_index[key] = self._state_codec.dump_index({"partition": partition, "due_at": due})
 
     async def _on_tick(self, partition: int, value: bytes, headers: Any) -> None:
-        """Grace periods that ended by the tick's time: decide or refuse the held postbacks."""
+        """A clock mark in the clicks log: refuse held postbacks whose click never came."""
         self.processed["ticks"] += 1
         at = int(self._ticks.decode(value, headers)["at"])
         due = [
@@ -237,26 +230,10 @@ class StreamApp:
             if state is None or not state["pending"]:
                 self.pending_index.pop(key, None)
                 continue
-            expired = [p for p in state["pending"] if p["received_at"] + self.grace_ms <= at]
-            if state["click"] is not None:  # the click came meanwhile: decide normally
-                emits = [e for p in state["pending"] for e in self._decide(state, p)]
-                remaining: list[PendingPostback] = []
-            else:
-                emits = [
-                    self.decider.unknown_click(self._raw.decode_version(p["payload"], p["schema_version"]))
-                    for p in expired
-                ]
-                remaining = [p for p in state["pending"] if p not in expired]
-            await self._send_and_wait(emits)
-            state["pending"] = remaining
+            emits = self.decider.on_tick(state, at)
+            await self._send_and_wait(emits)  # outputs first, as for a click: repeats, never losses
             self._save(key, state)
-            if remaining:
-                next_due = min(p["received_at"] for p in remaining) + self.grace_ms
-                self.pending_index[key] = self._state_codec.dump_index(
-                    {"partition": partition, "due_at": next_due}
-                )
-            else:
-                self.pending_index.pop(key, None)
+            self._index(key, state, partition)
 
     def _index_entries(self) -> Iterable[tuple[bytes, Any]]:
         return [(key, self._state_codec.load_index(raw)) for key, raw in list(self.pending_index.items())]
@@ -264,10 +241,10 @@ class StreamApp:
     # -- the clock -------------------------------------------------------------------------------
 
     async def _clock(self) -> None:
-        """Send a tick to each of our partitions that holds a postback whose grace period ended.
+        """Append a tick to each of our clicks partitions that holds a postback now due.
 
-        Ticks are ordinary events, so the decisions they trigger run in order with the
-        partition's other events and are replayed like them.
+        Ticks are ordinary events in the clicks log, so the decisions they trigger run in
+        order with the partition's clicks and are replayed in the same order.
         """
         now = time.time()
         due_partitions = {

@@ -12,6 +12,14 @@ that did not is classified again, and because statuses only move forward
 (rules/status.py) it is classified the same way
 (tests/unit/stream/test_replay.py). Outputs are keyed so downstream deduplication by
 (conversion_id, version) and request_id makes the replay invisible.
+
+Order. A replay also reads clicks and postbacks in another interleaving than the
+first run did (they are two topics). So no decision may depend on which of the two
+was read first: whether a postback's click counts is decided by data alone, the
+click's `clicked_at` against the postback's `received_at` plus the grace period, and
+the clock that refuses a postback whose click never came is a mark in the clicks log
+itself (`on_tick`), so a click appended before the mark is always read before it
+(tests/unit/stream/test_interleaving.py).
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from typing import Any
 
 from postbacks.catalog import EMPTY_CATALOG, Catalog, Offer, PayoutRule
 from postbacks.settings import Settings
-from schemas import CONVERSION, POSTBACK_DUPLICATE, POSTBACK_REJECTED, Codec
+from schemas import CONVERSION, POSTBACK_DUPLICATE, POSTBACK_RAW, POSTBACK_REJECTED, Codec
 from stream.registry import Registry, RuleContext, registry
 from stream.rules.attribution import DAY_MS, Attributed, AttributionRules, Refused, attribute
 from stream.rules.dedup import conversion_id, event_name, is_install
@@ -35,6 +43,7 @@ from stream.state import (
     ClickState,
     Decision,
     EmittedRecord,
+    PendingPostback,
     current_status,
     find_decision,
     status_before,
@@ -83,6 +92,9 @@ class Decider:
             REJECTED_KIND: Codec(POSTBACK_REJECTED, millis=True),
             DUPLICATE_KIND: Codec(POSTBACK_DUPLICATE, millis=True),
         }
+        self.raw = Codec(POSTBACK_RAW, millis=True)
+        self.grace_ms = int(settings.unknown_click_grace_s * 1000)
+        self.click_delay_ms = int(settings.click_max_delay_s * 1000)
         self._rules: dict[str | None, AttributionRules] = {}
         for policy in self.source_policies.values():
             self.registry.policy(policy)  # unknown policy names fail at start, not per event
@@ -122,16 +134,72 @@ class Decider:
 
     # -- clicks ------------------------------------------------------------------------------
 
-    def on_click(self, state: ClickState | None, click: Record) -> ClickState | None:
-        """The state to store for a click, or None when it is already known (a replay or re-send)."""
+    def on_click(self, state: ClickState | None, click: Record) -> tuple[ClickState | None, list[Emit]]:
+        """The state to store for a click and the decisions on postbacks held for it.
+
+        None when the click is already known (a replay or a re-send): nothing changes.
+        """
         if state is not None and state["click"] is not None:
-            return None
-        return {
+            return None, []
+        updated: ClickState = {
             "click": {name: click.get(name) for name in STATE_CLICK_FIELDS},
             "expires_at": int(click["clicked_at"]) + self.ttl_ms(click["offer_id"]),
             "decisions": state["decisions"] if state is not None else [],
-            "pending": state["pending"] if state is not None else [],
+            "pending": [],
         }
+        return updated, self._decide_held(updated, state["pending"] if state is not None else [])
+
+    # -- postbacks waiting for their click --------------------------------------------------
+
+    def hold(
+        self, state: ClickState | None, offset: int, received_at: int, payload: bytes, schema_version: int
+    ) -> ClickState:
+        """Keep a postback whose click has not been read; idempotent by offset, for replays."""
+        state = state or {"click": None, "expires_at": 0, "decisions": [], "pending": []}
+        if all(p["offset"] != offset for p in state["pending"]):
+            state["pending"].append(
+                {
+                    "offset": offset,
+                    "received_at": received_at,
+                    "schema_version": schema_version,
+                    "payload": payload,
+                }
+            )
+        return state
+
+    def held_postback(self, held: PendingPostback) -> dict[str, Any]:
+        return self.raw.decode_version(held["payload"], held["schema_version"])
+
+    def _decide_held(self, state: ClickState, held: list[PendingPostback]) -> list[Emit]:
+        """Held postbacks now that their click is known, in the order they were received."""
+        emits: list[Emit] = []
+        for pending in sorted(held, key=lambda p: p["offset"]):
+            emits += self.on_postback(state, self.held_postback(pending), pending["offset"]).emits
+        return emits
+
+    def refusable_at(self, held: PendingPostback) -> int:
+        """After this, the clicks log has certainly passed the postback's grace period (see on_tick)."""
+        return held["received_at"] + self.grace_ms + self.click_delay_ms
+
+    def due_at(self, state: ClickState) -> int | None:
+        """When the earliest held postback becomes refusable (a tick after it); None when none is held."""
+        return min((self.refusable_at(p) for p in state["pending"]), default=None)
+
+    def on_tick(self, state: ClickState, at: int) -> list[Emit]:
+        """A clock mark read from the clicks log at time `at`: refuse held postbacks that are due.
+
+        The mark sits in the clicks partition behind every click appended before it, so
+        a click not read by now is appended after `at`. A click lands at most
+        `click_max_delay_s` after its `clicked_at`, so that click's `clicked_at` is after
+        the postback's grace: it is late by the data too (on_postback), and a replay that
+        reads it before the postback decides the same refusal. Mutates `state["pending"]`.
+        """
+        if state["click"] is not None:  # decided when the click was read; nothing left to refuse
+            held, state["pending"] = state["pending"], []
+            return self._decide_held(state, held)
+        due = [p for p in state["pending"] if self.refusable_at(p) < at]
+        state["pending"] = [p for p in state["pending"] if p not in due]
+        return [self.unknown_click(self.held_postback(p)) for p in sorted(due, key=lambda p: p["offset"])]
 
     # -- postbacks ---------------------------------------------------------------------------
 
@@ -139,6 +207,9 @@ class Decider:
         """Decide a postback whose click is known. Mutates `state` when `state_changed`."""
         click = state["click"]
         assert click is not None, "postbacks without a click wait in the pending table"
+        if int(click["clicked_at"]) > int(postback["received_at"]) + self.grace_ms:
+            # The click came after the grace period: by the data, whichever was read first.
+            return Outcome(False, [self.unknown_click(postback)])
         if state["expires_at"] < int(postback["received_at"]):
             refusal = Refused("click_expired", "the click is older than its offer's click TTL")
             return Outcome(False, [self._rejection(postback, click, refusal, None)])

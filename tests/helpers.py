@@ -22,7 +22,7 @@ from postbacks.local.broker import evict_crashed_sink, evict_crashed_stream_work
 from postbacks.local.children import spawn
 from postbacks.settings import Settings
 from postbacks.topics import ensure_topics
-from schemas import Codec
+from schemas import STREAM_TICK, Codec, schema_name
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -62,6 +62,19 @@ def read_topic(
     return asyncio.run(_read(settings.kafka_bootstrap_servers, topic, schema, expect, timeout_s))
 
 
+def _decoded(codec: Codec, messages: list[Any]) -> list[dict[str, Any]]:
+    """Decoded records with their key and position; the stream's clock marks in clicks.raw are no records."""
+    records = []
+    for m in messages:
+        if schema_name(m.headers) == STREAM_TICK:
+            continue
+        decoded = codec.decode(m.value, m.headers)
+        decoded["_key"] = m.key
+        decoded["_at"] = (m.partition, m.offset)
+        records.append(decoded)
+    return records
+
+
 async def _read(
     bootstrap: str, topic: str, schema: str, expect: int, timeout_s: float
 ) -> list[dict[str, Any]]:
@@ -82,18 +95,10 @@ async def _read(
         while len(records) < expect and time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=200)
             for messages in batch.values():
-                for m in messages:
-                    decoded = codec.decode(m.value, m.headers)
-                    decoded["_key"] = m.key
-                    decoded["_at"] = (m.partition, m.offset)
-                    records.append(decoded)
+                records += _decoded(codec, messages)
         # Linger briefly to catch records beyond the expected count (duplicates must show up).
         for messages in (await consumer.getmany(timeout_ms=300)).values():
-            for m in messages:
-                decoded = codec.decode(m.value, m.headers)
-                decoded["_key"] = m.key
-                decoded["_at"] = (m.partition, m.offset)
-                records.append(decoded)
+            records += _decoded(codec, messages)
     finally:
         await consumer.stop()
     return records

@@ -14,7 +14,7 @@ import pytest
 
 from postbacks.catalog import EMPTY_CATALOG
 from postbacks.settings import Settings
-from schemas import CLICK, CONVERSION, POSTBACK_DUPLICATE, POSTBACK_RAW, Codec
+from schemas import CLICK, CONVERSION, POSTBACK_DUPLICATE, POSTBACK_RAW, POSTBACK_REJECTED, STREAM_TICK, Codec
 from stream.app import StreamApp
 from stream.decide import Emit
 from tests.unit.stream.conftest import click, postback
@@ -66,3 +66,23 @@ async def test_agent_dispatches_holds_and_dead_letters(
     state = app._load(b"c2")
     assert state is not None and state["pending"] == [] and state["click"] is not None
     assert len(dead) == 1 and "cannot decode" in dead[0][1]
+
+
+async def test_a_tick_on_the_clicks_topic_refuses_a_postback_whose_click_never_came(
+    stream: tuple[StreamApp, list[Emit], list[Any]],
+) -> None:
+    app, sent, _ = stream
+    raw, ticks = Codec(POSTBACK_RAW), Codec(STREAM_TICK)
+    held = postback("c9")
+    async with app.agent.test_context() as ctx:
+        await ctx.put(key=b"c9", value=raw.encode(held), headers=raw.headers, partition=0)
+        assert app.pending_index.get(b"c9") is not None and sent == []
+        early = held["received_at"] + 1_000  # inside the grace period: nothing yet
+        await ctx.put(key=b"tick", value=ticks.encode({"at": early}), headers=ticks.headers, partition=0)
+        assert sent == []
+        late = held["received_at"] + 10**9
+        await ctx.put(key=b"tick", value=ticks.encode({"at": late}), headers=ticks.headers, partition=0)
+    [refusal] = sent
+    record = Codec(POSTBACK_REJECTED).decode_version(refusal.value, refusal.schema_version)
+    assert (record["request_id"], record["reason"]) == (held["request_id"], "unknown_click")
+    assert app._load(b"c9") is None and app.pending_index.get(b"c9") is None

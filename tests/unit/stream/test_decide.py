@@ -26,8 +26,8 @@ def decoded(emit: Emit) -> dict[str, Any]:
 
 
 def known(decider: Decider, **fields: Any) -> ClickState:
-    state = decider.on_click(None, click(**fields))
-    assert state is not None
+    state, emits = decider.on_click(None, click(**fields))
+    assert state is not None and emits == []
     return state
 
 
@@ -174,8 +174,8 @@ def test_click_is_stored_once() -> None:
     from postbacks.settings import Settings
 
     decider = Decider(Settings())
-    state = decider.on_click(None, click())
-    assert state is not None and decider.on_click(state, click()) is None
+    state, _ = decider.on_click(None, click())
+    assert state is not None and decider.on_click(state, click()) == (None, [])
     assert state["expires_at"] == CLICK_AT + 30 * 86_400_000
 
 
@@ -194,8 +194,8 @@ def test_registered_custom_rules_run_in_the_pipeline() -> None:
         conversion["enrichment"]["publisher_tier"] = "gold" if clk["publisher_id"] == "p1" else "std"
 
     decider = Decider(Settings(), plugins=custom)
-    fraud = decider.on_click(None, click("f1", ip="203.0.113.7"))
-    good = decider.on_click(None, click("g1"))
+    fraud, _ = decider.on_click(None, click("f1", ip="203.0.113.7"))
+    good, _ = decider.on_click(None, click("g1"))
     assert fraud is not None and good is not None
     assert decoded(decider.on_postback(fraud, postback("f1"), offset=1).emits[0])["reason"] == "datacenter_ip"
     assert decoded(decider.on_postback(good, postback("g1"), offset=2).emits[0])["enrichment"] == {

@@ -71,7 +71,7 @@ def test_replay_after_crash_is_invisible_downstream(specs: list[dict[str, Any]],
         events.append((offset, postback(spec["click"], after_s=spec["after_s"], **fields)))
 
     def fresh() -> dict[str, ClickState]:
-        return {cid: decider.on_click(None, click(cid)) for cid in ("c1", "c2")}  # type: ignore[misc]
+        return {cid: decider.on_click(None, click(cid))[0] for cid in ("c1", "c2")}  # type: ignore[misc]
 
     expected = dedup(run(decider, fresh(), events), decider)
 
