@@ -63,7 +63,6 @@ class StreamApp:
         self.rates: MutableMapping[str, Decimal] = load_rates(settings.fx_rates_file)
         self.decider = Decider(settings, catalog, source_policies, self.rates)
         self._state_codec = StateCodec()
-        self._raw = Codec(POSTBACK_RAW, millis=True)
         self._clicks = Codec(CLICK, millis=True)
         self._ticks = Codec(STREAM_TICK, millis=True)
         self._dead = Codec(DEAD_LETTER, millis=True)
@@ -194,11 +193,11 @@ class StreamApp:
 
     def _on_postback(self, partition: int, offset: int, value: bytes, headers: Any) -> list[Emit]:
         self.processed["postbacks"] += 1
-        postback = self._raw.decode(value, headers)
+        postback = self.decider.raw.decode(value, headers)
         key = str(postback["click_id"]).encode()
         state = self._load(key)
         if state is None or state["click"] is None:
-            version = self._raw.writer_version(headers)
+            version = self.decider.raw.writer_version(headers)
             held = self.decider.hold(state, offset, int(postback["received_at"]), value, version)
             self._save(key, held)
             self._index(key, held, partition)

@@ -193,10 +193,11 @@ class Decider:
         `click_max_delay_s` after its `clicked_at`, so that click's `clicked_at` is after
         the postback's grace: it is late by the data too (on_postback), and a replay that
         reads it before the postback decides the same refusal. Mutates `state["pending"]`.
+
+        Only a state without its click holds postbacks: `hold` is called only then, and
+        `on_click` decides and clears what was held.
         """
-        if state["click"] is not None:  # decided when the click was read; nothing left to refuse
-            held, state["pending"] = state["pending"], []
-            return self._decide_held(state, held)
+        assert state["click"] is None or not state["pending"], "a known click holds no postbacks"
         due = [p for p in state["pending"] if self.refusable_at(p) < at]
         state["pending"] = [p for p in state["pending"] if p not in due]
         return [self.unknown_click(self.held_postback(p)) for p in sorted(due, key=lambda p: p["offset"])]
