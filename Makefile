@@ -26,4 +26,4 @@ test: lint
 	$(BIN)/pytest
 
 bench: $(BIN)/postbacks
-	$(BIN)/python -m bench.http_servers
+	$(BIN)/postbacks bench --json bench-results.json

@@ -1,4 +1,4 @@
-"""Run the ingest ASGI app under granian (Rust HTTP, uvloop), chosen by bench/http_servers.py."""
+"""Run the ingest ASGI app under granian (Rust HTTP, uvloop), chosen by measurement (README "Benchmarks")."""
 
 from __future__ import annotations
 

@@ -156,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=120.0, help="seconds to wait for the pipeline to drain"
     )
     sub.add_parser("topics", help="create the pipeline's topics (idempotent) and list them")
+    # Listed for help only: main() hands `bench ...` to bench.runner, which has its own options.
+    sub.add_parser("bench", help="benchmarks: each stage against its baseline in the same run (bench -h)")
     return parser
 
 
@@ -177,6 +179,11 @@ def _when(text: str) -> datetime:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        from bench.runner import main as bench
+
+        return bench(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()

@@ -1,0 +1,42 @@
+"""How long and how big each stage runs: the full plan, and the --quick one that only proves it works."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    window_s: float = 10.0  # one window of steady state
+    windows: int = 3  # windows per figure; the median is reported
+    warmup_s: float = 2.0  # after a stage's first progress, before the first window
+    connections: int = 64  # HTTP keep-alive connections of the closed-loop load generator
+    e2e_rate: float = 1000.0  # postbacks/s offered in the end-to-end stage
+    e2e_seconds: float = 20.0
+    e2e_clicks: int = 5_000
+    stream_clicks: int = 10_000  # clicks preloaded before the stream stage's postbacks
+    stream_postbacks: int = 150_000  # ~15 events per click, 10% sender retries among them
+    sink_rows: int = 1_000_000
+    profile_dir: Path | None = None  # py-spy profiles of each stage's service, when set
+    quick: bool = False
+
+    @classmethod
+    def smoke(cls) -> Plan:
+        """Seconds, not minutes: every stage runs end to end on tiny inputs (the figures mean nothing)."""
+        return cls(
+            window_s=1.0,
+            windows=1,
+            warmup_s=0.3,
+            connections=8,
+            e2e_rate=100.0,
+            e2e_seconds=2.0,
+            e2e_clicks=200,
+            stream_clicks=300,
+            stream_postbacks=3_000,
+            sink_rows=20_000,
+            quick=True,
+        )
+
+    def with_profile(self, directory: Path | None) -> Plan:
+        return replace(self, profile_dir=directory)

@@ -1,0 +1,1 @@
+"""One module per benchmark stage; each `run(stack, plan)` returns its StageResult."""

@@ -1,0 +1,26 @@
+"""Scale stage: stream throughput with one and with two workers on the same partitioned topics.
+
+Both runs are measured here, one after the other, on fresh topics of the same size;
+the figure is the two-worker rate and the ratio to one worker is the scaling factor.
+On a 2-core machine the broker, the sampler and both workers share the cores, so the
+factor says how much of a second worker's core the pipeline can use, not how it
+scales on a cluster.
+"""
+
+from __future__ import annotations
+
+from bench.measure import Figure, StageResult
+from bench.plan import Plan
+from bench.stack import BenchStack
+from bench.stages.stream import describe, run_workers
+
+
+def run(stack: BenchStack, plan: Plan) -> StageResult:
+    one, _ = run_workers(stack, plan, 1, baseline=False)
+    two, _ = run_workers(stack, plan, 2, baseline=False)
+    figure = Figure.median_of("two workers", two.windows.rates, "postbacks/s")
+    baseline = Figure.median_of("one worker", one.windows.rates, "postbacks/s")
+    result = StageResult("scale", figure, [baseline])
+    result.extra.append(Figure("workers' CPU", two.cores, "cores"))
+    result.notes += [f"one worker: {describe(one.windows)}", f"two workers: {describe(two.windows)}"]
+    return result

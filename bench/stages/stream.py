@@ -1,0 +1,183 @@
+"""Stream stage: postbacks/s through dedup + attribution + enrichment, clicks preloaded.
+
+Baseline in the same run: a raw aiokafka consumer reading and Avro-decoding the same
+postbacks (a copy of the input on topics of their own; the physical floor of "read
+the input"). The worker starts on empty topics, reads the clicks (its click table
+warm, as in production), then the postbacks are appended: the figure is its rate of
+outputs (conversions, duplicates, refusals: one per postback) over windows of steady
+state. The postbacks are appended whole before sampling starts, so the producer does
+not share the cores with the worker during the windows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from bench import profile
+from bench.measure import Figure, Sample, StageResult, Windows, at_least, steady_windows
+from bench.plan import Plan
+from bench.stack import BenchStack, OffsetWatch, Service, committed, cpu_seconds, preload
+from bench.traffic import CLICK_HEADERS, POSTBACK_HEADERS, clicks, postbacks
+from postbacks.groups import stream_group
+from postbacks.settings import Settings
+from postbacks.topics import Topics
+from schemas import POSTBACK_RAW, Codec
+
+READY = "Worker ready"  # what Faust logs once the worker has its partitions and tables
+
+
+@dataclass
+class StreamRun:
+    windows: Windows
+    cores: float  # CPU the workers used during the windows, in cores
+
+
+async def raw_consume(settings: Settings, plan: Plan, total: int) -> Windows:
+    """Read and decode the postbacks topic again and again, sampling the running count."""
+    topic = Topics(settings.topic_prefix).postbacks_raw
+    codec = Codec(POSTBACK_RAW, millis=True)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        await consumer.topics()
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        consumer.assign(tps)
+        seen, read_this_pass = 0, total  # starts with a seek to the beginning
+        samples: list[Sample] = [(time.monotonic(), 0)]
+        span = plan.warmup_s + plan.window_s * plan.windows + 0.2
+        first_read: float | None = None
+        while first_read is None or time.monotonic() < first_read + span:
+            if read_this_pass >= total:
+                await consumer.seek_to_beginning(*tps)
+                read_this_pass = 0
+            for _tp, messages in (await consumer.getmany(timeout_ms=500, max_records=5000)).items():
+                for m in messages:
+                    codec.decode(m.value, m.headers)
+                seen += len(messages)
+                read_this_pass += len(messages)
+            samples.append((time.monotonic(), seen))
+            if first_read is None and seen:
+                first_read = samples[-2][0]
+        return steady_windows(samples, 1 << 62, plan.warmup_s, plan.window_s, plan.windows)
+    finally:
+        await consumer.stop()
+
+
+def _start_workers(stack: BenchStack, settings: Settings, n: int) -> list[Service]:
+    """Start n workers and wait until each says ready (a restart appends to the same log)."""
+    ready_before = []
+    for i in range(n):
+        log = settings.data_dir / f"worker-{i}.log"
+        ready_before.append(log.read_text(errors="replace").count(READY) if log.exists() else 0)
+    workers = [
+        stack.start("stream", settings, f"worker-{i}", STREAM_WORKER_NAME=f"worker-{i}") for i in range(n)
+    ]
+    for worker, before in zip(workers, ready_before, strict=True):
+        worker.wait_for(READY, occurrences=before + 1)
+    return workers
+
+
+def run_workers(
+    stack: BenchStack, plan: Plan, n_workers: int, baseline: bool
+) -> tuple[StreamRun, Windows | None]:
+    """Measure `n_workers` workers on fresh topics (and the raw baseline on a copy of the input, if asked).
+
+    The workers join while the topics are empty and stay up throughout: a group that
+    rebalances while a member commits is what the embedded broker handles worst
+    (README "Local stack"), and production workers are long-lived anyway.
+    """
+    load = postbacks(plan.stream_postbacks, plan.stream_clicks)
+    base = None
+    if baseline:
+        copy = stack.settings("stream-baseline")
+        topic = Topics(copy.topic_prefix).postbacks_raw
+        asyncio.run(
+            preload(copy.kafka_bootstrap_servers, topic, copy.topic_partitions, load, POSTBACK_HEADERS)
+        )
+        base = asyncio.run(raw_consume(copy, plan, len(load)))
+
+    settings = stack.settings(f"stream-{n_workers}w", ctit_min_s=0)
+    topics = Topics(settings.topic_prefix)
+    bootstrap, parts = settings.kafka_bootstrap_servers, settings.topic_partitions
+    workers = _start_workers(stack, settings, n_workers)
+    asyncio.run(preload(bootstrap, topics.clicks_raw, parts, clicks(plan.stream_clicks), CLICK_HEADERS))
+    group = stream_group(settings.topic_prefix)
+    deadline = time.monotonic() + 300
+    while asyncio.run(committed(bootstrap, group, topics.clicks_raw)) < plan.stream_clicks:
+        if time.monotonic() > deadline:
+            raise RuntimeError("stream workers did not read the preloaded clicks in 300 s")
+        time.sleep(0.5)
+
+    asyncio.run(preload(bootstrap, topics.postbacks_raw, parts, load, POSTBACK_HEADERS))
+    outputs = [topics.conversions_attributed, topics.postbacks_duplicates, topics.postbacks_rejected]
+    samples, cores = asyncio.run(
+        _sample(bootstrap, outputs, workers, plan, len(load), f"stream-{n_workers}w")
+    )
+    for worker in workers:
+        stack.stop(worker)
+    windows = steady_windows(samples, len(load), plan.warmup_s, plan.window_s, plan.windows)
+    return StreamRun(windows, cores), base
+
+
+async def _sample(
+    bootstrap: str, outputs: list[str], workers: list[Service], plan: Plan, total: int, name: str
+) -> tuple[list[Sample], float]:
+    """Output counts every 0.25 s until the windows are done or every postback has its output.
+
+    Also returns the cores the workers used from their first output on (profiled then, if asked).
+    """
+    samples: list[Sample] = []
+    span = plan.warmup_s + plan.window_s * plan.windows
+    first_move: float | None = None
+    cpu_at_move = 0.0
+    spies: list[subprocess.Popen[bytes] | None] = []
+    async with OffsetWatch(bootstrap, outputs) as watch:
+        while True:
+            now, n = time.monotonic(), await watch.count()
+            samples.append((now, n))
+            if first_move is None and n > 0:
+                first_move, cpu_at_move = now, sum(cpu_seconds(w.process.pid) for w in workers)
+                if plan.profile_dir is not None:
+                    spies = [
+                        profile.record(w.process.pid, plan.profile_dir / f"{name}-{w.name}.txt", span)
+                        for w in workers
+                    ]
+            if n >= total or (first_move is not None and now - first_move > span + 0.5):
+                break
+            if now - samples[0][0] > 600:
+                raise RuntimeError(f"stream stage: {n}/{total} outputs after 600 s")
+            await asyncio.sleep(0.25)
+    cpu = sum(cpu_seconds(w.process.pid) for w in workers) - cpu_at_move
+    for spy in spies:
+        if spy is not None:
+            spy.wait(60)
+    return samples, cpu / max(samples[-1][0] - (first_move or samples[0][0]), 1e-9)
+
+
+def run(stack: BenchStack, plan: Plan) -> StageResult:
+    worker, base = run_workers(stack, plan, 1, baseline=True)
+    assert base is not None
+    figure = Figure.median_of("one worker", worker.windows.rates, "postbacks/s")
+    baseline = Figure.median_of("raw consume + Avro decode", base.rates, "postbacks/s")
+    result = StageResult("stream", figure, [baseline])
+    result.extra.append(Figure("worker CPU", worker.cores, "cores"))
+    result.targets += [
+        at_least("ratio", result.ratio(baseline), 0.3),
+        at_least("postbacks/s", figure.value, 20_000),
+    ]
+    result.notes.append(describe(worker.windows))
+    return result
+
+
+def describe(windows: Windows) -> str:
+    text = f"{len(windows.rates)} windows of {windows.seconds:.1f} s, spread {windows.spread:.0%}"
+    return text + (" (input ran out: windows shortened)" if windows.drained else "")
