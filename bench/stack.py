@@ -8,6 +8,7 @@ the real `postbacks <service>` commands in child processes, as `postbacks up` ru
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -235,10 +236,20 @@ async def committed(bootstrap: str, group: str, topic: str) -> int:
     return sum(int(meta.offset) for tp, meta in offsets.items() if tp.topic == topic and meta.offset > 0)
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU seconds (user + system) a live process has used so far, from /proc (Linux)."""
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """CPU seconds (user + system) a live process has used so far, from /proc (Linux).
+
+    With `children`, its live descendants' too (granian serves from worker processes).
+    """
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    if not children:
+        return own
+    kids = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            kids += [int(k) for k in (task / "children").read_text().split()]
+    return own + sum(cpu_seconds(kid, children=True) for kid in kids)
 
 
 __all__ = [

@@ -129,7 +129,7 @@ class IngestApp:
                 {"status": "error", "reason": "method_not_allowed"},
                 [(b"allow", ", ".join(allowed).encode())],
             )
-            metrics.REQUESTS.labels(route, "405").inc()
+            metrics.requests(route, 405).inc()
             return
         request = await read_request(
             scope, receive, self.settings.max_body_bytes, self.settings.body_timeout_s
@@ -140,7 +140,7 @@ class IngestApp:
             log.exception("unhandled error", extra={"route": route})
             await send_json(send, 500, {"status": "error", "reason": "internal_error"})
             status = 500
-        metrics.REQUESTS.labels(route, str(status)).inc()
+        metrics.requests(route, status).inc()
 
     # -- postbacks ---------------------------------------------------------------------------
 
@@ -170,7 +170,7 @@ class IngestApp:
             )
         except Unavailable as exc:
             return await self._unavailable(send, exc)
-        metrics.PUBLISH_SECONDS.labels("postbacks.raw").observe(wait)
+        metrics.publish_seconds("postbacks.raw").observe(wait)
         await send_json(send, 200, {"status": "accepted", "request_id": ctx.request_id})
         return 200
 
@@ -331,7 +331,7 @@ class IngestApp:
             )
         except Unavailable as exc:
             return await self._unavailable(send, exc)
-        metrics.PUBLISH_SECONDS.labels("clicks.raw").observe(wait)
+        metrics.publish_seconds("clicks.raw").observe(wait)
         answer = {"status": "recorded", "click_id": click_id}
         wants_json = dict(params).get("format") == "json" or "application/json" in request.headers.get(
             "accept", ""

@@ -7,6 +7,9 @@ container/pod when exact per-process series matter.
 
 from __future__ import annotations
 
+from functools import cache
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -39,6 +42,18 @@ UNAVAILABLE = Counter(
     "Requests answered 503 (broker slow/away, overload)",
     registry=REGISTRY,
 )
+
+
+@cache
+def requests(route: str, status: int) -> Any:
+    """One (route, status) series. Cached: labels() takes a lock and builds a key on every call,
+    which is measurable on the ingest hot path; routes and statuses are few."""
+    return REQUESTS.labels(route, str(status))
+
+
+@cache
+def publish_seconds(topic: str) -> Any:
+    return PUBLISH_SECONDS.labels(topic)
 
 
 def exposition() -> bytes:

@@ -52,9 +52,15 @@ class Refusal(Exception):
 
 
 def parse_query(raw: bytes | str, max_params: int) -> Params:
-    """Parse a query string or form body; invalid UTF-8 and floods are refusals, not crashes."""
+    """Parse a query string or form body; invalid UTF-8 and floods are refusals, not crashes.
+
+    Most postbacks carry nothing to decode (no `%`, no `+`); those are split directly,
+    which gives what parse_qsl gives at a fraction of its cost on the ingest hot path.
+    """
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        if "%" not in text and "+" not in text:
+            return _split_plain(text, max_params)
         return parse_qsl(
             text, keep_blank_values=True, encoding="utf-8", errors="strict", max_num_fields=max_params
         )
@@ -62,6 +68,18 @@ def parse_query(raw: bytes | str, max_params: int) -> Params:
         raise Refusal("invalid_encoding", "parameters are not valid UTF-8 after percent-decoding") from exc
     except ValueError as exc:
         raise Refusal("too_many_parameters", f"more than {max_params} parameters") from exc
+
+
+def _split_plain(text: str, max_params: int) -> Params:
+    """parse_qsl(keep_blank_values=True) for text with nothing percent- or plus-encoded."""
+    if (text.count("&") + 1 if text else 0) > max_params:
+        raise ValueError("Max number of fields exceeded")
+    params: Params = []
+    for part in text.split("&"):
+        if part:
+            name, _, value = part.partition("=")
+            params.append((name, value))
+    return params
 
 
 def parse_json_body(raw: bytes, max_params: int) -> Params:

@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaProducer
 from bench import profile
 from bench.measure import Figure, Sample, StageResult, at_least, steady_windows
 from bench.plan import Plan
-from bench.stack import BenchStack, free_port, granian, wait_http
+from bench.stack import BenchStack, cpu_seconds, free_port, granian, wait_http
 from ingest.parsing import normalise_postback, parse_query
 from ingest.sources import load_sources, write_starter_sources
 from postbacks.settings import Settings
@@ -50,16 +50,21 @@ def loadgen(port: int, path: str, plan: Plan, **options: Any) -> dict[str, Any]:
     return result
 
 
-def http_runs(
-    port: int, path: str, plan: Plan, pid: int | None = None, name: str = ""
-) -> list[dict[str, Any]]:
-    """`plan.windows` load generator runs (each with its own warm-up); the first one profiled if asked."""
+def http_runs(port: int, path: str, plan: Plan, pid: int, name: str) -> list[dict[str, Any]]:
+    """`plan.windows` load generator runs (each with its own warm-up); the first one profiled if asked.
+
+    Each run also says how much CPU the server (all its processes) spent per answered request.
+    """
     runs = []
     for n in range(plan.windows):
         spy = None
-        if n == 0 and pid is not None and plan.profile_dir is not None:
+        if n == 0 and plan.profile_dir is not None:
             spy = profile.record(pid, plan.profile_dir / f"{name}.txt", plan.warmup_s + plan.window_s)
-        runs.append(loadgen(port, path, plan))
+        cpu_before = cpu_seconds(pid, children=True)
+        run = loadgen(port, path, plan)
+        served = run["requests"] * (1 + plan.warmup_s / plan.window_s)  # the warm-up was served too
+        run["server_cpu_us"] = (cpu_seconds(pid, children=True) - cpu_before) / max(served, 1) * 1e6
+        runs.append(run)
         if spy is not None:
             spy.wait(60)
     return runs
@@ -115,7 +120,7 @@ def run(stack: BenchStack, plan: Plan) -> StageResult:
     port = free_port()
     bare = stack.start_argv("bare-handler", granian("bench.bare_app:app", port), settings)
     wait_http(f"http://127.0.0.1:{port}/")
-    bare_runs = http_runs(port, path.replace("/postback", "/"), plan)
+    bare_runs = http_runs(port, path.replace("/postback", "/"), plan, bare.process.pid, "bare-handler")
     stack.stop(bare)
 
     producer_rates = asyncio.run(raw_produce(settings, plan, token))
@@ -134,6 +139,8 @@ def run(stack: BenchStack, plan: Plan) -> StageResult:
     result.extra += [
         Figure.median_of("p50", [r["p50_ms"] for r in runs], "ms"),
         Figure.median_of("p99", [r["p99_ms"] for r in runs], "ms"),
+        Figure.median_of("server CPU", [r["server_cpu_us"] for r in runs], "µs/request"),
+        Figure.median_of("bare handler's", [r["server_cpu_us"] for r in bare_runs], "µs/request"),
     ]
     result.targets += [
         at_least("ratio (a)", result.ratio(handler), 0.6),
