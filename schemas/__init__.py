@@ -50,6 +50,7 @@ class VersionedSchema:
     parsed: Any  # fastavro's parsed schema
     parsed_millis: Any  # the same with timestamp-millis read as plain ints (unix ms)
     headers: list[tuple[str, bytes]]  # what a record written with this version carries; built once
+    declared: Any  # the schema as written in its file (JSON), for readers outside Python (ClickHouse)
 
 
 @cache
@@ -68,6 +69,7 @@ def all_versions() -> dict[str, dict[int, VersionedSchema]]:
             fastavro.parse_schema(raw),
             fastavro.parse_schema(_without_timestamps(raw)),
             [(SCHEMA_HEADER, name.encode()), (VERSION_HEADER, str(version).encode())],
+            raw,
         )
     return found
 

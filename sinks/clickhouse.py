@@ -26,6 +26,34 @@ def is_embedded(dsn: str) -> bool:
     return dsn.startswith("chdb://")
 
 
+def insert_values(
+    client: Client, table: str, values: Sequence[Sequence[Any]], columns: Sequence[str], token: str
+) -> None:
+    """Insert column-oriented data (`values[i]` holds every row's value of `columns[i]`) once per token."""
+    client.insert(
+        table,
+        values,
+        column_names=list(columns),
+        column_oriented=True,
+        settings={"insert_deduplication_token": token},
+    )
+
+
+def insert_avro(client: Client, table: str, container: bytes, columns: Sequence[str], token: str) -> None:
+    """Insert an Avro container file (sinks/avro_block.py), decoded by ClickHouse, once per token.
+
+    A null in a non-Nullable column stores the column's default ('' for our strings), as the
+    Python path does; set here rather than left to the server's profile.
+    """
+    client.raw_insert(
+        table,
+        list(columns),
+        container,
+        settings={"insert_deduplication_token": token, "input_format_null_as_default": 1},
+        fmt="Avro",
+    )
+
+
 class ClickHouse:
     """A client plus the single thread every call to it runs on."""
 
@@ -39,15 +67,12 @@ class ClickHouse:
         return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
 
     async def insert(
-        self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str], token: str
+        self, table: str, values: Sequence[Sequence[Any]], columns: Sequence[str], token: str
     ) -> None:
-        await self.run(
-            self.client.insert,
-            table,
-            rows,
-            column_names=list(columns),
-            settings={"insert_deduplication_token": token},
-        )
+        await self.run(insert_values, self.client, table, values, columns, token)
+
+    async def insert_avro(self, table: str, container: bytes, columns: Sequence[str], token: str) -> None:
+        await self.run(insert_avro, self.client, table, container, columns, token)
 
     async def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         result = await self.run(self.client.query, sql, parameters=parameters)

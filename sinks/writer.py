@@ -41,9 +41,10 @@ from postbacks.groups import sink_client, sink_group
 from postbacks.partitions import ReadyPartitions
 from postbacks.settings import Settings
 from postbacks.topics import Topics
-from schemas import Codec, SchemaError, schema_name
+from schemas import Codec, SchemaError, all_versions, schema_name
+from sinks.avro_block import container, header, with_position_fields
 from sinks.clickhouse import ClickHouse
-from sinks.tables import TableSpec
+from sinks.tables import Record, TableSpec
 
 log = logging.getLogger(__name__)
 
@@ -60,20 +61,25 @@ IDLE_BACKOFF_S = 0.5
 _PLAN = re.compile(r"^batch:(\d+)-(\d+)$")
 
 
+# A record waiting in a batch: its offset, its Avro bytes and the schema version it was written with.
+# Decoding waits for the flush, which may leave it to ClickHouse (sinks/avro_block.py).
+Pending = tuple[int, bytes, int]
+
+
 @dataclass
 class Batch:
     """Consecutive records of one partition waiting to be inserted."""
 
     partition: int
-    rows: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    rows: list[Pending] = field(default_factory=list)
     started: float = 0.0
     # Set when re-forming a batch planned before a crash: its exact range.
     planned: tuple[int, int] | None = None
 
-    def add(self, offset: int, record: dict[str, Any]) -> None:
+    def add(self, offset: int, value: bytes, version: int) -> None:
         if not self.rows:
             self.started = time.monotonic()
-        self.rows.append((offset, record))
+        self.rows.append((offset, value, version))
 
     @property
     def first(self) -> int:
@@ -108,22 +114,25 @@ def parse_plan(metadata: str | None) -> tuple[int, int] | None:
     return (int(match[1]), int(match[2])) if match else None
 
 
-def new_rows(spec: TableSpec, batch: Batch, stored: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
-    """Rows to insert: each identity once, none stored at an offset outside this batch.
+def new_rows(
+    spec: TableSpec, partition: int, records: Sequence[tuple[int, Record]], stored: Sequence[tuple[Any, ...]]
+) -> list[tuple[int, Record]]:
+    """The (offset, record)s to insert: each identity once, none stored at an offset outside this batch.
 
     `stored` rows are (identity..., kafka_partition, kafka_offset).
     """
-    own = {(batch.partition, offset) for offset, _ in batch.rows}
+    if spec.identity is None:
+        return list(records)
+    own = {(partition, offset) for offset, _ in records}
     seen = {tuple(row[:-2]) for row in stored if (row[-2], row[-1]) not in own}
-    rows = []
-    for offset, record in batch.rows:
-        if spec.identity is not None:
-            identity = spec.identity(record)
-            if identity in seen:
-                continue
-            seen.add(identity)
-        rows.append(spec.row(record, batch.partition, offset))
-    return rows
+    kept = []
+    for offset, record in records:
+        identity = spec.identity(record)
+        if identity in seen:
+            continue
+        seen.add(identity)
+        kept.append((offset, record))
+    return kept
 
 
 class TableWriter:
@@ -134,6 +143,11 @@ class TableWriter:
         self.topic = spec.topic(Topics(settings.topic_prefix))
         self.group = sink_group(settings.topic_prefix, spec.name)
         self.codec = Codec(spec.schema)
+        # The container header for batches ClickHouse decodes: records of the newest version only.
+        newest = all_versions()[spec.schema][self.codec.version]
+        self.avro_header = header(with_position_fields(newest.declared))
+        # Writer version by a record's headers (a handful of distinct ones), None for a mark.
+        self._versions: dict[tuple[Any, ...], int | None] = {}
         self.batches: dict[int, Batch] = {}
         # Partitions whose committed plan has been read (see on_assigned), and their last seeks.
         self.ready = ReadyPartitions()
@@ -198,37 +212,57 @@ class TableWriter:
         self.ready.sought(tp.partition)
 
     async def _take(self, partition: int, messages: Sequence[Any], seek: int | None) -> None:
+        # `ready` can change only while this awaits (a flush): checked at the start and after each.
+        if not self.ready.current(partition, seek):
+            return  # fetched before the plan was read or before a seek back: they come again
+        batch = self.batches.setdefault(partition, Batch(partition))
         for message in messages:
-            # Checked per record: a flush awaits, and a rebalance or a rewind may run meanwhile.
-            if not self.ready.current(partition, seek):
-                return  # fetched before the plan was read or before a seek back: they come again
-            batch = self.batches.setdefault(partition, Batch(partition))
             if batch.planned is not None and message.offset > batch.planned[1]:
                 await self.flush(partition)  # the re-formed batch ends here, exactly as planned
                 if not self.ready.current(partition, seek):
                     return
                 batch = self.batches.setdefault(partition, Batch(partition))
             try:
-                if schema_name(message.headers) in self.spec.marks:
-                    record = None  # a control record: takes an offset in the batch, adds no row
-                else:
-                    record = self.codec.decode(message.value, message.headers)
+                version = self._version(message.headers)
             except SchemaError as exc:  # our own topics: should not happen; never silently
-                self.undecodable += 1
-                log.error(
-                    "undecodable record skipped",
-                    extra={
-                        "table": self.spec.name,
-                        "partition": partition,
-                        "offset": message.offset,
-                        "error": str(exc),
-                    },
-                )
+                self._undecodable(partition, message.offset, exc)
             else:
-                if record is not None:
-                    batch.add(message.offset, record)
+                if version is not None:  # None: a control record, takes an offset, adds no row
+                    batch.add(message.offset, message.value, version)
             if batch.complete(message.offset):
                 await self.flush(partition)
+                if not self.ready.current(partition, seek):
+                    return
+                batch = self.batches.setdefault(partition, Batch(partition))
+
+    def _version(self, headers: Any) -> int | None:
+        """The schema version a record was written with, from its headers; None for a mark."""
+        key = tuple(headers or ())
+        try:
+            return self._versions[key]
+        except KeyError:
+            pass
+        version = None if schema_name(headers) in self.spec.marks else self.codec.writer_version(headers)
+        if len(self._versions) >= 64:  # distinct headers are a handful; never grow without bound
+            self._versions.clear()
+        self._versions[key] = version
+        return version
+
+    def _undecodable(self, partition: int, offset: int, exc: SchemaError) -> None:
+        self.undecodable += 1
+        log.error(
+            "undecodable record skipped",
+            extra={"table": self.spec.name, "partition": partition, "offset": offset, "error": str(exc)},
+        )
+
+    def _decode(self, batch: Batch) -> list[tuple[int, Record]]:
+        records: list[tuple[int, Record]] = []
+        for offset, value, version in batch.rows:
+            try:
+                records.append((offset, self.codec.decode_version(value, version)))
+            except SchemaError as exc:
+                self._undecodable(batch.partition, offset, exc)
+        return records
 
     async def flush_all(self) -> None:
         for partition in list(self.batches):
@@ -242,14 +276,23 @@ class TableWriter:
         if batch.planned is None and not await self._commit(tp, batch.first, batch.plan):
             self._rewind(tp, batch.first)  # not planned, so not inserted: its records must come again
             return
+        # ClickHouse decodes the batch itself when it can (sinks/avro_block.py); after a failure the
+        # retries decode in Python, which also finds and skips a record ClickHouse could not read.
+        in_clickhouse = self.spec.decode_in_clickhouse and all(
+            version == self.codec.version for _, _, version in batch.rows
+        )
+        decoded: list[tuple[int, Record]] | None = None
         backoff = 0.2
         while True:
             try:
-                rows = new_rows(self.spec, batch, await self._stored(batch)) if batch.rows else []
-                if rows:
-                    await self.clickhouse.insert(
-                        self.spec.name, rows, self.spec.insert_columns, batch.token(self.spec.name)
-                    )
+                if not batch.rows:
+                    inserted = 0
+                elif in_clickhouse:
+                    inserted = await self._insert_avro(batch)
+                else:
+                    if decoded is None:
+                        decoded = self._decode(batch)
+                    inserted = await self._insert_decoded(batch, decoded)
                 break
             except Exception as exc:  # ClickHouse away or failing: keep the batch, back off, retry
                 log.warning(
@@ -257,13 +300,15 @@ class TableWriter:
                     extra={
                         "table": self.spec.name,
                         "rows": len(batch.rows),
+                        "decoder": "clickhouse" if in_clickhouse else "python",
                         "error": repr(exc)[:500],
                         "retry_s": backoff,
                     },
                 )
+                in_clickhouse = False
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
-        self.inserted += len(rows)
+        self.inserted += inserted
         # If this fails the plan stays committed: whoever reads it next re-forms the batch, same token.
         await self._commit(tp, batch.last + 1, "")
 
@@ -292,10 +337,28 @@ class TableWriter:
         else:
             self.ready.discard(tp.partition)
 
-    async def _stored(self, batch: Batch) -> list[tuple[Any, ...]]:
-        if self.spec.identity_sql is None:
+    async def _insert_avro(self, batch: Batch) -> int:
+        block = container(self.avro_header, batch.partition, [(o, v) for o, v, _ in batch.rows])
+        await self.clickhouse.insert_avro(
+            self.spec.name, block, self.spec.insert_columns, batch.token(self.spec.name)
+        )
+        return len(batch.rows)
+
+    async def _insert_decoded(self, batch: Batch, decoded: list[tuple[int, Record]]) -> int:
+        records = new_rows(self.spec, batch.partition, decoded, await self._stored(decoded))
+        if records:
+            await self.clickhouse.insert(
+                self.spec.name,
+                self.spec.column_values(batch.partition, records),
+                self.spec.insert_columns,
+                batch.token(self.spec.name),
+            )
+        return len(records)
+
+    async def _stored(self, records: Sequence[tuple[int, Record]]) -> list[tuple[Any, ...]]:
+        if self.spec.identity_sql is None or not records:
             return []
-        params = self.spec.identity_parameters([record for _, record in batch.rows])
+        params = self.spec.identity_parameters([record for _, record in records])
         return await self.clickhouse.query(self.spec.identity_sql, params)
 
     async def on_assigned(self, partitions: set[TopicPartition]) -> None:

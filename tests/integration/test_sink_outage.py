@@ -17,6 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from postbacks.settings import Settings
 from postbacks.topics import Topics
 from schemas import CLICK
+from sinks.clickhouse import insert_avro, insert_values
 from sinks.tables import SPECS
 from sinks.writer import TableWriter
 from tests.helpers import produce
@@ -38,15 +39,20 @@ class UnavailableClickHouse:
     async def run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         return fn(*args, **kwargs)
 
-    async def insert(self, table: str, rows: Any, columns: Any, token: str) -> None:
+    def _refuse_while_down(self) -> None:
         if not self.available:
             self.refused += 1
             if self.refused >= 4:
                 self.kept_retrying.set()
             raise ConnectionError("ClickHouse is down")
-        self.client.insert(
-            table, rows, column_names=list(columns), settings={"insert_deduplication_token": token}
-        )
+
+    async def insert(self, table: str, values: Any, columns: Any, token: str) -> None:
+        self._refuse_while_down()
+        insert_values(self.client, table, values, columns, token)
+
+    async def insert_avro(self, table: str, container: bytes, columns: Any, token: str) -> None:
+        self._refuse_while_down()
+        insert_avro(self.client, table, container, columns, token)
 
     async def query(self, sql: str, parameters: Any = None) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in self.client.query(sql, parameters=parameters).result_rows]

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from sinks.tables import SPECS
-from sinks.writer import Batch, new_rows
+from sinks.writer import new_rows
 
 OUTBOUND = next(spec for spec in SPECS if spec.name == "outbound_postbacks")
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
@@ -65,10 +65,10 @@ def test_a_repeated_attempt_record_is_dropped_by_its_identity() -> None:
     """After a crash the worker records `unknown` for an attempt whose real record may already be out."""
     real = attempt("k1", 1, "delivered")
     repeat = attempt("k1", 1, "unknown", reason="crashed")
-    batch = Batch(0, rows=[(10, real), (11, repeat), (12, attempt("k1", 2, "delivered"))])
-    assert [r[-1] for r in new_rows(OUTBOUND, batch, stored=[])] == [10, 12]
-    later = Batch(0, rows=[(11, repeat)])
-    assert new_rows(OUTBOUND, later, stored=[("k1", 1, 0, 10)]) == []
+    batch = [(10, real), (11, repeat), (12, attempt("k1", 2, "delivered"))]
+    assert [offset for offset, _ in new_rows(OUTBOUND, 0, batch, stored=[])] == [10, 12]
+    later = [(11, repeat)]
+    assert new_rows(OUTBOUND, 0, later, stored=[("k1", 1, 0, 10)]) == []
 
 
 def test_the_readme_analyst_queries_run(clickhouse_db: Any) -> None:

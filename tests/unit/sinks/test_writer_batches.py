@@ -13,7 +13,7 @@ CONVERSIONS = next(s for s in SPECS if s.name == "conversion_versions")
 def test_plan_and_token_name_exactly_the_offsets() -> None:
     batch = Batch(3)
     for offset in (7, 8, 9):
-        batch.add(offset, {})
+        batch.add(offset, b"", 1)
     assert (batch.plan, batch.token("clicks")) == ("batch:7-9", "clicks:3:7-9")
     assert parse_plan(batch.plan) == (7, 9)
     assert parse_plan("") is None and parse_plan("something else") is None
@@ -21,8 +21,8 @@ def test_plan_and_token_name_exactly_the_offsets() -> None:
 
 def test_a_re_formed_batch_keeps_its_planned_range_and_token() -> None:
     replay = Batch(3, planned=(7, 9))
-    replay.add(7, {})
-    replay.add(9, {})  # offset 8 did not decode: the range, and so the token, stay as planned
+    replay.add(7, b"", 1)
+    replay.add(9, b"", 1)  # offset 8 did not decode: the range, and so the token, stay as planned
     assert replay.token("clicks") == "clicks:3:7-9"
     assert not replay.complete(8) and replay.complete(9)
     assert not replay.due(1, 0.0)  # only completion flushes it
@@ -31,27 +31,37 @@ def test_a_re_formed_batch_keeps_its_planned_range_and_token() -> None:
 def test_due_by_rows_or_age() -> None:
     batch = Batch(0)
     assert not batch.due(2, 60)
-    batch.add(1, {})
+    batch.add(1, b"", 1)
     assert not batch.due(2, 60)
-    batch.add(2, {})
+    batch.add(2, b"", 1)
     assert batch.due(2, 60)
     old = Batch(0)
-    old.add(1, {})
+    old.add(1, b"", 1)
     old.started = time.monotonic() - 5
     assert old.due(1000, 1.0)
 
 
 def test_identity_filter_drops_versions_stored_elsewhere_but_not_its_own() -> None:
-    batch = Batch(0)
     v1, v2, other = (
         {"conversion_id": "a", "version": 1},
         {"conversion_id": "a", "version": 2},
         {"conversion_id": "b", "version": 1},
     )
-    for offset, record in zip((10, 11, 12, 13), (v1, v2, v2, other), strict=True):  # v2 re-emitted
-        batch.add(offset, record)
+    batch = list(zip((10, 11, 12, 13), (v1, v2, v2, other), strict=True))  # v2 re-emitted
     # ("a", 1) is stored at an earlier offset: a stream replay; ("b", 1) at offset 13: this batch's own,
     # stored by an insert a crash interrupted, so it is inserted again with the same token.
     stored = [("a", 1, 0, 4), ("b", 1, 0, 13)]
-    kept = [(r[0], r[1], r[-1]) for r in new_rows(CONVERSIONS, batch, stored)]
+    kept = [
+        (r["conversion_id"], r["version"], offset) for offset, r in new_rows(CONVERSIONS, 0, batch, stored)
+    ]
     assert kept == [("a", 2, 11), ("b", 1, 13)]
+
+
+def test_column_values_are_the_rows_column_by_column() -> None:
+    records = [
+        (5, {"click_id": "a", "campaign_id": None, "sub1": None}),
+        (9, {"click_id": "b", "offer_id": "o"}),
+    ]
+    for spec in SPECS:
+        rows = [spec.row(r, 2, offset) for offset, r in records]
+        assert spec.column_values(2, records) == [list(column) for column in zip(*rows, strict=True)]

@@ -8,15 +8,18 @@ refuses a commit.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, cast
 
+import fastavro
 from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError
 
 from postbacks.settings import Settings
+from schemas import CLICK, Codec
 from sinks.clickhouse import ClickHouse
 from sinks.tables import SPECS
 from sinks.writer import TableWriter
@@ -49,8 +52,11 @@ class FakeConsumer:
 class FakeClickHouse:
     inserts: list[tuple[str, list[int]]] = field(default_factory=list)
 
-    async def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Any, token: str) -> None:
-        self.inserts.append((token, [row[-1] for row in rows]))
+    async def insert(self, table: str, values: Sequence[Sequence[Any]], columns: Any, token: str) -> None:
+        self.inserts.append((token, list(values[-1])))  # column-oriented: the last column is the offset
+
+    async def insert_avro(self, table: str, container: bytes, columns: Any, token: str) -> None:
+        self.inserts.append((token, [row["kafka_offset"] for row in fastavro.reader(io.BytesIO(container))]))
 
     async def query(self, sql: str, parameters: Any = None) -> list[tuple[Any, ...]]:
         return []
@@ -61,12 +67,18 @@ def writer_with_fakes(refuse_commits: int = 0) -> tuple[TableWriter, FakeConsume
     writer = TableWriter(CLICKS, Settings(), cast(ClickHouse, clickhouse))
     consumer = FakeConsumer(writer.topic, refuse_commits)
     writer.consumer = cast(Any, consumer)
-    writer.codec = cast(Any, SimpleNamespace(decode=lambda value, headers: {"click_id": value}))
     return writer, consumer, clickhouse
 
 
+CODEC = Codec(CLICK)
+
+
 def messages(*offsets: int) -> list[SimpleNamespace]:
-    return [SimpleNamespace(offset=o, value=f"c{o}", headers=[]) for o in offsets]
+    click = {"click_id": "", "clicked_at": 0, "offer_id": "o", "publisher_id": "p", "ip": "192.0.2.1"}
+    return [
+        SimpleNamespace(offset=o, value=CODEC.encode({**click, "click_id": f"c{o}"}), headers=CODEC.headers)
+        for o in offsets
+    ]
 
 
 def stored_offsets(clickhouse: FakeClickHouse) -> list[int]:

@@ -1,0 +1,50 @@
+"""Avro container files built from records' bytes (pure): what ClickHouse is given to decode."""
+
+from __future__ import annotations
+
+import io
+
+import fastavro
+import pytest
+
+from schemas import CLICK, Codec, all_versions
+from sinks.avro_block import container, header, with_position_fields, zigzag_varint
+
+CODEC = Codec(CLICK)
+SCHEMA = with_position_fields(all_versions()[CLICK][CODEC.version].declared)
+
+
+def click(n: int, **fields: object) -> dict[str, object]:
+    return {"click_id": f"c{n}", "clicked_at": 1_700_000_000_000 + n, "offer_id": "o", "publisher_id": "p",
+            "ip": "192.0.2.1", **fields}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "n", [0, 1, -1, 63, 64, -65, 127, 128, 300, 2**31 - 1, 2**40 + 3, 2**63 - 1, -(2**63)]
+)
+def test_zigzag_varint_is_avros_long(n: int) -> None:
+    out = io.BytesIO()
+    fastavro.schemaless_writer(out, {"type": "long"}, n)
+    assert zigzag_varint(n) == out.getvalue()
+
+
+def test_a_container_reads_back_as_the_records_with_their_positions() -> None:
+    records = [click(1), click(2, campaign_id="cmp", sub1="s", extra={"k": "v"}), click(3, country_code="DE")]
+    offsets = [5, 200, 70_000_000_000]
+    block = container(
+        header(SCHEMA), 7, [(o, CODEC.encode(r)) for o, r in zip(offsets, records, strict=True)]
+    )
+    read = list(fastavro.reader(io.BytesIO(block)))
+    expected = [CODEC.decode(CODEC.encode(r), CODEC.headers) for r in records]
+    assert [{k: v for k, v in r.items() if not k.startswith("kafka_")} for r in read] == expected
+    assert [(r["kafka_partition"], r["kafka_offset"]) for r in read] == [(7, o) for o in offsets]
+
+
+def test_the_same_batch_gives_the_same_bytes() -> None:
+    items = [(1, CODEC.encode(click(1)))]
+    assert container(header(SCHEMA), 0, items) == container(header(SCHEMA), 0, items)
+
+
+def test_position_fields_cannot_shadow_a_records_own() -> None:
+    with pytest.raises(ValueError, match="kafka_offset"):
+        with_position_fields(SCHEMA)
