@@ -52,7 +52,8 @@ MAX_BACKOFF_S = 10.0
 # How long a poll waits for records. A busy partition answers at once; this bounds only the wait
 # on an idle topic, so it must exceed the broker's round trip (well under 50 ms next to Kafka).
 POLL_TIMEOUT_MS = 50
-# After a poll that found nothing, the writer pauses its partitions this long before polling again.
+# After a poll that found nothing, with every partition read to its end, the writer pauses its
+# partitions this long before polling again.
 # Apache Kafka holds an empty fetch for fetch.max.wait.ms, so there this only delays the first
 # records after a quiet spell (by less than a batch's age). A broker that answers empty fetches at
 # once (the embedded one, "Local stack" in the README) would otherwise have the consumer's fetcher
@@ -179,11 +180,29 @@ class TableWriter:
                 for batch in list(self.batches.values()):
                     if batch.due(self.settings.sink_batch_rows, self.settings.sink_batch_seconds):
                         await self.flush(batch.partition)
-                if not fetched:
+                if not fetched and await self._caught_up():
                     await self._idle(stop)
             await self.flush_all()
         finally:
             await self.consumer.stop()
+
+    async def _caught_up(self) -> bool:
+        """Whether every partition is read to the end its broker last reported (so pausing costs nothing).
+
+        An empty poll alone does not say so: under load a poll can end while a fetch is still on its
+        way, and pausing then would stall a busy topic. The end is the last stable offset (what
+        read_committed can reach), the high watermark if the broker gave none, unknown before any fetch.
+        """
+        for tp in self.consumer.assignment():
+            end = self.consumer.last_stable_offset(tp)
+            if end is None or end < 0:
+                end = self.consumer.highwater(tp)
+            try:
+                if end is not None and await self.consumer.position(tp) < end:
+                    return False
+            except IllegalStateError:  # unassigned meanwhile: a rebalance runs, do not pause now
+                return False
+        return True
 
     async def _idle(self, stop: asyncio.Event) -> None:
         """Nothing came: stop fetching for a while, waking early for a batch falling due or a stop.
