@@ -21,9 +21,11 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
 
 def _service(name: str, run: Callable[[Settings], None], settings: Settings) -> int:
     """A long-running service: structured logs, a Kafka cluster to talk to, then run until signalled."""
+    from postbacks import fetch
     from postbacks.logs import configure
 
     configure(settings.log_level, settings.log_format)
+    fetch.install()  # consumers on idle partitions must not busy-loop on a broker that never long-polls
     if not settings.kafka_bootstrap_servers:
         print(f"postbacks {name}: set KAFKA_BOOTSTRAP_SERVERS (or run `postbacks up`)", file=sys.stderr)
         return 2

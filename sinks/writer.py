@@ -49,16 +49,9 @@ from sinks.tables import Record, TableSpec
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 10.0
-# How long a poll waits for records. A busy partition answers at once; this bounds only the wait
-# on an idle topic, so it must exceed the broker's round trip (well under 50 ms next to Kafka).
-POLL_TIMEOUT_MS = 50
-# After a poll that found nothing, with every partition read to its end, the writer pauses its
-# partitions this long before polling again.
-# Apache Kafka holds an empty fetch for fetch.max.wait.ms, so there this only delays the first
-# records after a quiet spell (by less than a batch's age). A broker that answers empty fetches at
-# once (the embedded one, "Local stack" in the README) would otherwise have the consumer's fetcher
-# re-send fetches in a busy loop on every idle topic, taking CPU and the event loop from the busy one.
-IDLE_BACKOFF_S = 0.5
+# How long a poll waits for records: bounds only the wait on an idle topic (and a stop's delay).
+# Idle topics do not busy-loop on a broker that answers empty fetches at once: postbacks/fetch.py.
+POLL_TIMEOUT_MS = 200
 _PLAN = re.compile(r"^batch:(\d+)-(\d+)$")
 
 
@@ -180,50 +173,9 @@ class TableWriter:
                 for batch in list(self.batches.values()):
                     if batch.due(self.settings.sink_batch_rows, self.settings.sink_batch_seconds):
                         await self.flush(batch.partition)
-                if not fetched and await self._caught_up():
-                    await self._idle(stop)
             await self.flush_all()
         finally:
             await self.consumer.stop()
-
-    async def _caught_up(self) -> bool:
-        """Whether every partition is read to the end its broker last reported (so pausing costs nothing).
-
-        An empty poll alone does not say so: under load a poll can end while a fetch is still on its
-        way, and pausing then would stall a busy topic. The end is the last stable offset (what
-        read_committed can reach), the high watermark if the broker gave none, unknown before any fetch.
-        """
-        for tp in self.consumer.assignment():
-            end = self.consumer.last_stable_offset(tp)
-            if end is None or end < 0:
-                end = self.consumer.highwater(tp)
-            try:
-                if end is not None and await self.consumer.position(tp) < end:
-                    return False
-            except IllegalStateError:  # unassigned meanwhile: a rebalance runs, do not pause now
-                return False
-        return True
-
-    async def _idle(self, stop: asyncio.Event) -> None:
-        """Nothing came: stop fetching for a while, waking early for a batch falling due or a stop.
-
-        Pausing keeps every position: records a paused partition had fetched are dropped by the
-        consumer and fetched again after the resume, so nothing is skipped or taken twice.
-        """
-        wait = IDLE_BACKOFF_S
-        for batch in self.batches.values():
-            if batch.rows and batch.planned is None:
-                age = time.monotonic() - batch.started
-                wait = min(wait, max(0.0, self.settings.sink_batch_seconds - age))
-        paused = self.consumer.assignment()
-        self.consumer.pause(*paused)
-        try:
-            await asyncio.wait_for(stop.wait(), wait)
-        except TimeoutError:
-            pass
-        finally:
-            # Only what is still ours: a rebalance meanwhile may have taken (or reset) partitions.
-            self.consumer.resume(*(self.consumer.paused() & paused))
 
     def _sought(self, tp: TopicPartition, offset: int) -> None:
         """Seek and mark the partition ready from there, with no await in between."""

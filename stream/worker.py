@@ -10,7 +10,6 @@ import faust
 
 from postbacks.catalog import load_catalog
 from postbacks.settings import Settings
-from stream import fetch
 from stream.app import StreamApp
 from stream.registry import load_plugins
 
@@ -44,7 +43,6 @@ def build(settings: Settings) -> StreamApp:
 
 def run(settings: Settings) -> None:
     """Blocks until SIGINT/SIGTERM; Faust then commits what was processed and stops."""
-    fetch.install()  # idle partitions must not busy-loop on a broker that answers empty fetches at once
     stream = build(settings)
     stream.datadir.mkdir(parents=True, exist_ok=True)
     worker = faust.Worker(

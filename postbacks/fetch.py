@@ -14,7 +14,9 @@ Apache Kafka an empty answer has already waited `fetch.max.wait.ms`, so the paus
 adds at most that much latency to the first record after an idle spell; a fetch that
 brings any record is never delayed, so a busy stream is not slowed. Records are never
 skipped or reordered: the pause happens after the answer was fully handled, and
-positions are untouched.
+positions are untouched. Every service process installs it (postbacks/cli.py): the
+stream worker, the sink's writers and the outbound worker all hold consumers that sit
+on idle partitions most of the day.
 """
 
 from __future__ import annotations

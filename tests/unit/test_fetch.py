@@ -8,7 +8,7 @@ from typing import Any
 
 from aiokafka.consumer.fetcher import Fetcher
 
-from stream import fetch
+from postbacks import fetch
 
 
 def test_only_empty_fetches_pause() -> None:
