@@ -9,8 +9,10 @@ from decimal import Decimal
 import fastavro
 import pytest
 from fastavro.utils import generate_many
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from schemas import CLICK, POSTBACK_RAW, POSTBACK_REJECTED, Codec, SchemaError, all_versions
+from schemas import CLICK, POSTBACK_RAW, POSTBACK_REJECTED, Codec, SchemaError, all_versions, decimal_bytes
 
 
 def test_every_topic_schema_is_shipped() -> None:
@@ -85,3 +87,73 @@ def test_an_incompatible_change_would_be_caught() -> None:
     buf.seek(0)
     with pytest.raises(Exception):  # noqa: B017 - fastavro raises SchemaResolutionError
         fastavro.schemaless_reader(buf, old, new)
+
+
+# -- decimals written as bytes by the codec, not by fastavro -----------------------------------
+
+_DECIMAL_SCHEMA = fastavro.parse_schema(
+    {
+        "type": "record",
+        "name": "D",
+        "fields": [
+            {
+                "name": "d",
+                "type": ["null", {"type": "bytes", "logicalType": "decimal", "precision": 18, "scale": 6}],
+            }
+        ],
+    }
+)
+
+
+def _fastavro_bytes(value: Decimal) -> bytes:
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, _DECIMAL_SCHEMA, {"d": value})
+    return buf.getvalue()
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.decimals(allow_nan=False, allow_infinity=False, places=6, min_value=-(10**13), max_value=10**13))
+def test_decimal_bytes_are_what_fastavro_writes_or_refuses(value: Decimal) -> None:
+    try:
+        expected = _fastavro_bytes(value)
+    except ValueError:
+        with pytest.raises(ValueError):
+            decimal_bytes(value, 18, 6)
+        return
+    via_codec = io.BytesIO()
+    fastavro.schemaless_writer(via_codec, _DECIMAL_SCHEMA, {"d": decimal_bytes(value, 18, 6)})
+    assert via_codec.getvalue() == expected
+    assert fastavro.schemaless_reader(io.BytesIO(expected), _DECIMAL_SCHEMA, None) == {"d": value}
+
+
+@pytest.mark.parametrize(
+    "text", ["0", "-0", "-0.000000", "127", "128", "-128", "-129", "0.000001", "-0.000001"]
+)
+def test_decimal_bytes_at_the_edges(text: str) -> None:
+    via_codec = io.BytesIO()
+    fastavro.schemaless_writer(via_codec, _DECIMAL_SCHEMA, {"d": decimal_bytes(Decimal(text), 18, 6)})
+    assert via_codec.getvalue() == _fastavro_bytes(Decimal(text))
+
+
+def test_decimals_too_fine_too_long_or_not_finite_are_refused() -> None:
+    for value in (Decimal("1.0000001"), Decimal("NaN"), Decimal("1234567890123.000000")):
+        with pytest.raises(ValueError):
+            decimal_bytes(value, 18, 6)
+
+
+def test_codec_round_trips_amounts_of_every_decimal_field() -> None:
+    codec = Codec(POSTBACK_RAW)
+    record = {
+        "request_id": "r",
+        "received_at": 1_700_000_000_000,
+        "source": "s",
+        "method": "GET",
+        "click_id": "c",
+        "sender_ip": "203.0.113.1",
+        "payout": Decimal("1.250000"),
+        "revenue": Decimal("123456789.123456"),
+    }
+    decoded = Codec(POSTBACK_RAW, millis=True).decode(codec.encode(record), codec.headers)
+    assert (decoded["payout"], decoded["revenue"]) == (Decimal("1.25"), Decimal("123456789.123456"))
+    assert record["payout"] == Decimal("1.250000")  # the caller's record is not modified
+    assert isinstance(record["revenue"], Decimal)
