@@ -52,7 +52,7 @@ def run(stack: BenchStack, plan: Plan) -> StageResult:
     )
     port = free_port()
     sink_dir = settings.data_dir / "sink"
-    stack.start("sink", settings.with_overrides(data_dir=sink_dir))
+    sink = stack.start("sink", settings.with_overrides(data_dir=sink_dir))
     stream = stack.start("stream", settings, "worker-0")
     ingest = stack.start("ingest", settings.with_overrides(ingest_port=port))
     wait_http(f"http://127.0.0.1:{port}/healthz")
@@ -90,7 +90,8 @@ def run(stack: BenchStack, plan: Plan) -> StageResult:
             if request_id in acked:
                 latencies_ms.append((now - acked[request_id]) * 1000)
         time.sleep(POLL_S)
-    stack.stop(ingest)
+    for service in (ingest, stream, sink):  # idle services would still take a little CPU from later stages
+        stack.stop(service)
     missing = len(acked) - len(latencies_ms)
 
     figure = Figure("ack → visible, p99", percentile(latencies_ms, 99), "ms")
