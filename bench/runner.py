@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from bench.measure import StageResult
@@ -88,11 +88,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--profile", type=Path, help="record py-spy profiles of each service here")
     parser.add_argument("--workdir", type=Path, help="keep the stack's data and logs here")
+    parser.add_argument("--e2e-rate", type=float, help="postbacks/s the end-to-end stage offers")
     args = parser.parse_args(argv)
     unknown = [s for s in args.stages if s not in STAGES]
     if unknown:
         parser.error(f"unknown stage {', '.join(unknown)}; stages are {', '.join(STAGES)}")
     plan = (Plan.smoke() if args.quick else Plan()).with_profile(args.profile)
+    if args.e2e_rate:
+        plan = replace(plan, e2e_rate=args.e2e_rate)
     names = args.stages or list(STAGES)
     results: list[StageResult] = []
     started = time.monotonic()

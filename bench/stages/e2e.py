@@ -19,7 +19,7 @@ from pathlib import Path
 from bench.measure import Figure, StageResult, at_most, percentile
 from bench.plan import Plan
 from bench.stack import BenchStack, committed, free_port, preload, wait_http
-from bench.stages.ingest import QUERY, loadgen
+from bench.stages.ingest import QUERY, loadgen_result, start_loadgen
 from bench.traffic import CLICK_HEADERS, clicks
 from ingest.sources import write_starter_sources
 from postbacks.groups import stream_group
@@ -67,7 +67,7 @@ def run(stack: BenchStack, plan: Plan) -> StageResult:
         time.sleep(0.5)
 
     acks_file = settings.data_dir / "acks.tsv"
-    offered = loadgen(
+    load = start_loadgen(
         port,
         "/postback?" + QUERY + f"&token={token}",
         plan,
@@ -77,19 +77,26 @@ def run(stack: BenchStack, plan: Plan) -> StageResult:
         seconds=plan.e2e_seconds,
         connections=max(plan.connections, 64),
     )
-    acked = {rid: float(at) for rid, at in (line.split("\t") for line in acks_file.read_text().splitlines())}
-
-    latencies_ms: list[float] = []
+    # When each request id first shows up, polled while the load runs; acks come from its file after.
+    visible: dict[str, float] = {}
     after: dict[int, int] = {}
-    deadline = time.monotonic() + DRAIN_TIMEOUT_S
-    while len(latencies_ms) < len(acked) and time.monotonic() < deadline:
+
+    def poll() -> None:
         rows = _visible(sink_dir, after, settings.topic_partitions)
         now = time.time()
         for request_id, partition, offset in rows:
             after[partition] = max(after.get(partition, -1), offset)
-            if request_id in acked:
-                latencies_ms.append((now - acked[request_id]) * 1000)
+            visible.setdefault(request_id, now)
         time.sleep(POLL_S)
+
+    while load.poll() is None:
+        poll()
+    offered = loadgen_result(load)
+    acked = {rid: float(at) for rid, at in (line.split("\t") for line in acks_file.read_text().splitlines())}
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    while acked.keys() - visible.keys() and time.monotonic() < deadline:
+        poll()
+    latencies_ms = [(visible[rid] - at) * 1000 for rid, at in acked.items() if rid in visible]
     for service in (ingest, stream, sink):  # idle services would still take a little CPU from later stages
         stack.stop(service)
     missing = len(acked) - len(latencies_ms)

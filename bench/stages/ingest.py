@@ -37,17 +37,27 @@ QUERY = (
 )
 
 
-def loadgen(port: int, path: str, plan: Plan, **options: Any) -> dict[str, Any]:
-    """One run of the load generator process; its JSON summary."""
+def start_loadgen(port: int, path: str, plan: Plan, **options: Any) -> subprocess.Popen[str]:
+    """The load generator process, started (see bench/loadgen.py for the options)."""
     argv = [sys.executable, "-m", "bench.loadgen", "--port", str(port), "--path", path]
     defaults = {"connections": plan.connections, "seconds": plan.window_s, "warmup": plan.warmup_s}
     for name, value in {**defaults, **options}.items():
         argv += [f"--{name}", str(value)]
-    done = subprocess.run(argv, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"load generator failed:\n{done.stderr[-3000:]}")
-    result: dict[str, Any] = json.loads(done.stdout)
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def loadgen_result(process: subprocess.Popen[str]) -> dict[str, Any]:
+    """Wait for the load generator; its JSON summary."""
+    out, err = process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"load generator failed:\n{err[-3000:]}")
+    result: dict[str, Any] = json.loads(out)
     return result
+
+
+def loadgen(port: int, path: str, plan: Plan, **options: Any) -> dict[str, Any]:
+    """One run of the load generator process; its JSON summary."""
+    return loadgen_result(start_loadgen(port, path, plan, **options))
 
 
 def http_runs(port: int, path: str, plan: Plan, pid: int, name: str) -> list[dict[str, Any]]:
