@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import murmur2
 
-from postbacks.local.broker import EmbeddedBroker, free_port
+from postbacks.local.broker import EmbeddedBroker
 from postbacks.local.children import spawn
 from postbacks.settings import Settings
 from postbacks.topics import ensure_topics
@@ -186,18 +186,6 @@ async def preload(
         await producer.stop()
 
 
-async def end_offsets(bootstrap: str, topics: Sequence[str]) -> int:
-    """Records in these topics: the sum of their partitions' end offsets."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    await consumer.start()
-    try:
-        await consumer.topics()
-        tps = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or []]
-        return sum((await consumer.end_offsets(tps)).values())
-    finally:
-        await consumer.stop()
-
-
 class OffsetWatch:
     """Samples a cumulative count of records in some topics (the outputs a stage produces)."""
 
@@ -250,18 +238,3 @@ def cpu_seconds(pid: int, children: bool = False) -> float:
         with contextlib.suppress(OSError):
             kids += [int(k) for k in (task / "children").read_text().split()]
     return own + sum(cpu_seconds(kid, children=True) for kid in kids)
-
-
-__all__ = [
-    "BenchStack",
-    "OffsetWatch",
-    "Service",
-    "committed",
-    "cpu_seconds",
-    "end_offsets",
-    "free_port",
-    "granian",
-    "partition_of",
-    "preload",
-    "wait_http",
-]

@@ -18,11 +18,12 @@ from pathlib import Path
 
 from bench.measure import Figure, StageResult, at_most, percentile
 from bench.plan import Plan
-from bench.stack import BenchStack, committed, free_port, preload, wait_http
+from bench.stack import BenchStack, committed, preload, wait_http
 from bench.stages.ingest import QUERY, loadgen_result, start_loadgen
 from bench.traffic import CLICK_HEADERS, clicks
 from ingest.sources import write_starter_sources
 from postbacks.groups import stream_group
+from postbacks.local.broker import free_port
 from postbacks.topics import Topics
 from sinks.endpoint import remote_query
 
