@@ -36,6 +36,10 @@ class Windows:
             return 0.0
         return (max(self.rates) - min(self.rates)) / self.median
 
+    def describe(self) -> str:
+        text = f"{len(self.rates)} windows of {self.seconds:.1f} s, spread {self.spread:.0%}"
+        return text + (" (input ran out: windows shortened)" if self.drained else "")
+
 
 def count_at(samples: Sequence[Sample], t: float) -> float:
     """The count at time t, interpolated between the samples around it."""

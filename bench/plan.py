@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -35,8 +35,4 @@ class Plan:
             stream_clicks=300,
             stream_postbacks=3_000,
             sink_rows=20_000,
-            quick=True,
         )
-
-    def with_profile(self, directory: Path | None) -> Plan:
-        return replace(self, profile_dir=directory)

@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [s for s in args.stages if s not in STAGES]
     if unknown:
         parser.error(f"unknown stage {', '.join(unknown)}; stages are {', '.join(STAGES)}")
-    plan = (Plan.smoke() if args.quick else Plan()).with_profile(args.profile)
+    plan = replace(Plan.smoke() if args.quick else Plan(), profile_dir=args.profile)
     if args.e2e_rate:
         plan = replace(plan, e2e_rate=args.e2e_rate)
     names = args.stages or list(STAGES)

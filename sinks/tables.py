@@ -40,20 +40,12 @@ class TableSpec:
     # tests/unit/sinks/test_avro_insert.py checks that both ways store the same rows.
     decode_in_clickhouse: bool = False
 
-    def row(self, record: Record, partition: int, offset: int) -> list[Any]:
-        values = []
-        for column in self.columns:
-            value = record.get(column)
-            if value is None and column in _EMPTY_STRING:
-                value = ""
-            values.append(value)
-        return [*values, partition, offset]
-
     def column_values(self, partition: int, records: Sequence[tuple[int, Record]]) -> list[list[Any]]:
-        """The rows `row` gives for these (offset, record)s, one list per insert column.
+        """These (offset, record)s as insert columns: each field, then partition and offset.
 
-        Built column by column: one comprehension per column is cheaper than a list per row,
-        and clickhouse-connect serialises columns without transposing rows first.
+        An absent value is None, or "" in the plain-string columns. Built column by column: one
+        comprehension per column is cheaper than a list per row, and clickhouse-connect serialises
+        columns without transposing rows first.
         """
         values = []
         for column in self.columns:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from bench.measure import Figure, StageResult
 from bench.plan import Plan
 from bench.stack import BenchStack
-from bench.stages.stream import describe, run_workers
+from bench.stages.stream import run_workers
 
 
 def run(stack: BenchStack, plan: Plan) -> StageResult:
@@ -22,5 +22,5 @@ def run(stack: BenchStack, plan: Plan) -> StageResult:
     baseline = Figure.median_of("one worker", one.windows.rates, "postbacks/s")
     result = StageResult("scale", figure, [baseline])
     result.extra.append(Figure("workers' CPU", two.cores, "cores"))
-    result.notes += [f"one worker: {describe(one.windows)}", f"two workers: {describe(two.windows)}"]
+    result.notes += [f"one worker: {one.windows.describe()}", f"two workers: {two.windows.describe()}"]
     return result

@@ -20,7 +20,6 @@ from bench import profile
 from bench.measure import Figure, Sample, StageResult, Windows, at_least, steady_windows
 from bench.plan import Plan
 from bench.stack import BenchStack, cpu_seconds, preload
-from bench.stages.stream import describe
 from bench.traffic import CLICK_HEADERS, clicks
 from postbacks.settings import Settings
 from postbacks.topics import Topics
@@ -79,7 +78,7 @@ def run(stack: BenchStack, plan: Plan) -> StageResult:
     result = StageResult("sink", figure, [raw])
     result.extra.append(Figure("sink CPU", cores, "cores"))
     result.targets += [at_least("ratio", result.ratio(raw), 0.8), at_least("rows/s", figure.value, 200_000)]
-    result.notes.append(describe(windows))
+    result.notes.append(windows.describe())
     return result
 
 

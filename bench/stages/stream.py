@@ -174,10 +174,5 @@ def run(stack: BenchStack, plan: Plan) -> StageResult:
         at_least("ratio", result.ratio(baseline), 0.3),
         at_least("postbacks/s", figure.value, 20_000),
     ]
-    result.notes.append(describe(worker.windows))
+    result.notes.append(worker.windows.describe())
     return result
-
-
-def describe(windows: Windows) -> str:
-    text = f"{len(windows.rates)} windows of {windows.seconds:.1f} s, spread {windows.spread:.0%}"
-    return text + (" (input ran out: windows shortened)" if windows.drained else "")

@@ -41,6 +41,7 @@ def test_input_running_out_shortens_the_windows_and_says_so() -> None:
     assert windows.drained
     assert windows.seconds == pytest.approx(6 / 3, abs=0.3)
     assert windows.rates == pytest.approx((1000, 1000, 1000), rel=0.05)
+    assert windows.describe().endswith("(input ran out: windows shortened)")
 
 
 def test_nothing_moved_gives_no_figure() -> None:

@@ -16,8 +16,8 @@ BY_NAME = {spec.name: spec for spec in SPECS}
 
 def insert(client: Any, table: str, records: list[dict[str, Any]], offset: int = 0) -> None:
     spec = BY_NAME[table]
-    rows = [spec.row(r, 0, offset + i) for i, r in enumerate(records)]
-    client.insert(table, rows, column_names=list(spec.insert_columns))
+    values = spec.column_values(0, [(offset + i, r) for i, r in enumerate(records)])
+    client.insert(table, values, column_names=list(spec.insert_columns), column_oriented=True)
 
 
 def conversion(

@@ -47,8 +47,10 @@ def test_attempts_and_delivery_rates_by_publisher(clickhouse_db: Any) -> None:
         attempt("k3", 1, "retry", publisher="p2"),
         attempt("k3", 2, "dead", publisher="p2", reason="max_age"),  # a give-up without a request
     ]
-    rows = [OUTBOUND.row(r, 0, i) for i, r in enumerate(records)]
-    clickhouse_db.insert("outbound_postbacks", rows, column_names=list(OUTBOUND.insert_columns))
+    values = OUTBOUND.column_values(0, list(enumerate(records)))
+    clickhouse_db.insert(
+        "outbound_postbacks", values, column_names=list(OUTBOUND.insert_columns), column_oriented=True
+    )
     rates = clickhouse_db.query(
         "SELECT publisher_id, sumIf(attempts, outcome = 'delivered') AS delivered, "
         "sumIf(attempts, outcome = 'dead') AS dead, sum(requests), sum(latency_ms_sum) "
@@ -75,8 +77,10 @@ def test_the_readme_analyst_queries_run(clickhouse_db: Any) -> None:
     """The SQL under README "What an analyst queries" runs as printed (the conversion id filled in)."""
     records = [attempt("k1", 1, "retry"), attempt("k1", 2, "delivered"), attempt("k2", 1, "rejected")]
     records[2].update(outcome="dead", reason="rejected", http_status=404, latency_ms=12)
-    rows = [OUTBOUND.row(r, 0, i) for i, r in enumerate(records)]
-    clickhouse_db.insert("outbound_postbacks", rows, column_names=list(OUTBOUND.insert_columns))
+    values = OUTBOUND.column_values(0, list(enumerate(records)))
+    clickhouse_db.insert(
+        "outbound_postbacks", values, column_names=list(OUTBOUND.insert_columns), column_oriented=True
+    )
     section = README.read_text().split("### What an analyst queries", 1)[1]
     queries = [q for q in re.findall(r"```sql\n(.*?)```", section, re.S)[0].split(";") if q.strip()]
     assert len(queries) == 3
