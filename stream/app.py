@@ -14,12 +14,13 @@ Tables (RocksDB via rocksdict by default, changelog-backed):
                  finds them without scanning every click
 
 Guarantees. Faust runs at-least-once and flushes its producer before committing
-offsets. On the hot path, decisions keep what they emitted, so a replay re-emits
-it, and no decision depends on the order in which the two topics are read
-(stream/decide.py). On the two rare paths that consume held postbacks (their click
-arrives; their grace period ends) the agent waits for the outputs' acknowledgements
-before it writes the state: a crash in between repeats outputs (idempotent by
-request id / conversion version downstream) but never loses them.
+offsets; that flush waits for every table write's changelog record to be acknowledged
+(stream/changelog_buffer.py: Faust's own gives up early). On the hot path, decisions
+keep what they emitted, so a replay re-emits it, and no decision depends on the order
+in which the two topics are read (stream/decide.py). On the two rare paths that consume
+held postbacks (their click arrives; their grace period ends) the agent waits for the
+outputs' acknowledgements before it writes the state: a crash in between repeats
+outputs (idempotent by request id / conversion version downstream) but never loses them.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from postbacks.groups import stream_client, stream_group
 from postbacks.settings import Settings
 from postbacks.topics import Topics
 from schemas import CLICK, DEAD_LETTER, FX_RATE, POSTBACK_RAW, STREAM_TICK, Codec, SchemaError, schema_name
+from stream.changelog_buffer import StreamFaustApp
 from stream.continuity import Continuity
 from stream.decide import CONVERSION_KIND, DUPLICATE_KIND, REJECTED_KIND, Decider, Emit
 from stream.rules.fx import load_rates
@@ -70,7 +72,7 @@ class StreamApp:
         self.processed = {"clicks": 0, "postbacks": 0, "ticks": 0, "dead_letter": 0, "skipped": 0}
         self.continuity = Continuity()
 
-        self.app = app = faust.App(
+        self.app = app = StreamFaustApp(
             id=stream_group(settings.topic_prefix),
             broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap_servers.split(",")],
             store=f"{settings.stream_store}://",
