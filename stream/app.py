@@ -69,7 +69,7 @@ class StreamApp:
         self._ticks = Codec(STREAM_TICK, millis=True)
         self._dead = Codec(DEAD_LETTER, millis=True)
         self._last_tick_sent: dict[int, float] = {}
-        self.processed = {"clicks": 0, "postbacks": 0, "ticks": 0, "dead_letter": 0, "skipped": 0}
+        self.processed = {"clicks": 0, "postbacks": 0, "ticks": 0, "dead_letter": 0, "rewound": 0}
         self.continuity = Continuity()
 
         self.app = app = StreamFaustApp(
@@ -137,7 +137,8 @@ class StreamApp:
         """Dispatch on the record's schema header (every producer of these topics sets it)."""
         async for event in stream.events():
             message = event.message
-            self._check_continuity(message)
+            if not await self._admit(message):
+                continue
             schema = schema_name(message.headers)
             try:
                 if schema == POSTBACK_RAW:
@@ -156,20 +157,35 @@ class StreamApp:
     def _on_assigned(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         self.continuity.forget()
 
-    def _check_continuity(self, message: Any) -> None:
-        committed = getattr(self.app.consumer, "_committed_offset", {})  # Faust's view after its seek
-        skipped_from = self.continuity.gap(message.topic, message.partition, message.offset, committed)
-        if skipped_from is not None:
-            self.processed["skipped"] += message.offset - skipped_from
-            log.error(
-                "source records skipped: at-least-once broken by the consumer",
+    async def _admit(self, message: Any) -> bool:
+        """False for a record that came after a hole in its partition (stream/continuity.py).
+
+        Such a record is neither processed nor acknowledged (Faust would otherwise count
+        it as done and commit past the hole); the partition is rewound to the hole.
+        """
+        consumer = self.app.consumer
+        committed = getattr(consumer, "_committed_offset", {})  # Faust's view after its seek
+        verdict = self.continuity.admit(
+            message.topic, message.partition, message.offset, committed, time.monotonic()
+        )
+        missing = verdict.rewind_to
+        if missing is None:
+            return True
+        message.acked = True  # Faust's ack of a message already acked records nothing
+        getattr(consumer, "_unacked_messages", set()).discard(message)
+        self.processed["rewound"] += 1
+        if verdict.seek:
+            log.warning(
+                "source record missing: rewinding its partition",
                 extra={
                     "topic": message.topic,
                     "partition": message.partition,
-                    "from_offset": skipped_from,
-                    "to_offset": message.offset - 1,
+                    "missing_offset": missing,
+                    "got_offset": message.offset,
                 },
             )
+            await consumer.seek(message.tp, missing)
+        return False
 
     def _load(self, key: bytes) -> ClickState | None:
         raw = self.states.get(key)
