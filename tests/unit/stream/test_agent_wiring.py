@@ -86,3 +86,31 @@ async def test_a_tick_on_the_clicks_topic_refuses_a_postback_whose_click_never_c
     record = Codec(POSTBACK_REJECTED).decode_version(refusal.value, refusal.schema_version)
     assert (record["request_id"], record["reason"]) == (held["request_id"], "unknown_click")
     assert app._load(b"c9") is None and app.pending_index.get(b"c9") is None
+
+
+async def test_a_record_after_a_hole_is_not_processed_and_its_partition_is_rewound(
+    stream: tuple[StreamApp, list[Emit], list[Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app, sent, _ = stream
+    clicks, raw = Codec(CLICK), Codec(POSTBACK_RAW)
+    seeks: list[tuple[int, int]] = []
+
+    async def seek(tp: Any, offset: int) -> None:
+        seeks.append((tp.partition, offset))
+
+    monkeypatch.setattr(app.app.consumer, "seek", seek)
+    first, retry = postback("c1"), postback("c1", request_id="retry")
+    async with app.agent.test_context() as ctx:
+        await ctx.put(key=b"c1", value=clicks.encode(click("c1")), headers=clicks.headers)  # offset 0
+        ctx.sent_offset = 2  # offset 1 never reaches the agent
+        early = await ctx.put(key=b"c1", value=raw.encode(retry), headers=raw.headers)
+        await ctx.put(key=b"c1", value=raw.encode(retry), headers=raw.headers)  # offset 3, in flight
+        assert sent == [] and seeks == [(0, 1)]  # one rewind, nothing decided out of order
+        assert early.message.acked  # so Faust records no ack for it and cannot commit past the hole
+        ctx.sent_offset = 1  # the rewind brings the hole back, then what followed it
+        await ctx.put(key=b"c1", value=raw.encode(first), headers=raw.headers)
+        await ctx.put(key=b"c1", value=raw.encode(retry), headers=raw.headers)
+    assert [(e.kind, e.key) for e in sent] == [("conversion", b"c1"), ("duplicate", b"c1")]
+    duplicate = Codec(POSTBACK_DUPLICATE).decode_version(sent[1].value, sent[1].schema_version)
+    assert duplicate["request_id"] == "retry"  # the first in log order won, as without the hole
+    assert app.processed["rewound"] == 2
