@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -43,11 +44,21 @@ def table_write(channel: SlowChannel) -> Any:
     return SimpleNamespace(message=SimpleNamespace(channel=channel))
 
 
-async def started(buffer_type: type[ProducerBuffer]) -> ProducerBuffer:
+@contextlib.asynccontextmanager
+async def running(
+    buffer_type: type[ProducerBuffer], channel: SlowChannel, *, stop_may_fail: bool = False
+) -> AsyncIterator[ProducerBuffer]:
+    """A started buffer; on the way out the channel lets every hand-over finish, then it stops."""
     buffer = buffer_type()
     buffer.app = SimpleNamespace(conf=SimpleNamespace(producer_threaded=False))  # type: ignore[assignment]
     await buffer.start()
-    return buffer
+    try:
+        yield buffer
+    finally:
+        channel.release_hand_over.set()
+        # Stopping flushes too: after a refused write that raises, as every flush must.
+        with contextlib.suppress(*((ChangelogWriteFailed,) if stop_may_fail else ())):
+            await buffer.stop()
 
 
 async def flush_returns_within(buffer: ProducerBuffer, seconds: float) -> bool:
@@ -59,23 +70,18 @@ async def flush_returns_within(buffer: ProducerBuffer, seconds: float) -> bool:
 
 
 async def test_faust_own_buffer_returns_while_a_write_is_being_handed_over() -> None:
-    channel = SlowChannel()
     """Why the draining buffer exists; if this starts failing, Faust fixed it and ours can go."""
-    buffer = await started(ProducerBuffer)
-    try:
+    channel = SlowChannel()
+    async with running(ProducerBuffer, channel) as buffer:
         buffer.put(table_write(channel))
         await channel.handed_over.wait()
         assert buffer.size == 0  # the record mid-hand-over is not counted
         assert await flush_returns_within(buffer, 0.5)
-    finally:
-        channel.release_hand_over.set()
-        await buffer.stop()
 
 
 async def test_flush_waits_for_hand_over_then_for_the_broker() -> None:
     channel = SlowChannel()
-    buffer = await started(DrainingProducerBuffer)
-    try:
+    async with running(DrainingProducerBuffer, channel) as buffer:
         buffer.put(table_write(channel))
         await channel.handed_over.wait()
         flush = asyncio.ensure_future(buffer.flush())
@@ -89,16 +95,12 @@ async def test_flush_waits_for_hand_over_then_for_the_broker() -> None:
 
         channel.deliveries[0].set_result("metadata")
         await asyncio.wait_for(flush, timeout=2.0)
-    finally:
-        channel.release_hand_over.set()
-        await buffer.stop()
 
 
 async def test_flush_sends_every_queued_write_first() -> None:
     channel = SlowChannel()
     channel.release_hand_over.set()
-    buffer = await started(DrainingProducerBuffer)
-    try:
+    async with running(DrainingProducerBuffer, channel) as buffer:
         for _ in range(250):
             buffer.put(table_write(channel))
         flush = asyncio.ensure_future(buffer.flush())
@@ -109,15 +111,12 @@ async def test_flush_sends_every_queued_write_first() -> None:
             delivery.set_result("metadata")
         await asyncio.wait_for(flush, timeout=2.0)
         assert buffer.size == 0
-    finally:
-        await buffer.stop()
 
 
 async def test_a_refused_write_makes_every_later_flush_fail() -> None:
     channel = SlowChannel()
     channel.release_hand_over.set()
-    buffer = await started(DrainingProducerBuffer)
-    try:
+    async with running(DrainingProducerBuffer, channel, stop_may_fail=True) as buffer:
         buffer.put(table_write(channel))
         buffer.put(table_write(channel))
         await channel.handed_over_count(2)
@@ -127,9 +126,6 @@ async def test_a_refused_write_makes_every_later_flush_fail() -> None:
             await buffer.flush()
         with pytest.raises(ChangelogWriteFailed):
             await buffer.flush()  # sticky: no commit may follow a lost table write
-    finally:
-        with contextlib.suppress(ChangelogWriteFailed):
-            await buffer.stop()  # stopping flushes too
 
 
 def test_the_stream_app_producer_uses_the_draining_buffer(tmp_path: Any) -> None:
