@@ -164,7 +164,10 @@ async def _collect(settings: Settings, expect: int, timeout_s: float) -> list[tu
                         identity = (kind, r["request_id"])
                         summary = (r["request_id"], kind, r["reason"])
                     previous = seen.setdefault(identity, (m.value, summary))
-                    assert previous[0] == m.value, f"{identity} emitted twice with different content"
+                    if previous[0] != m.value:
+                        first = codec.decode(previous[0], m.headers)
+                        changed = {k: (first[k], r[k]) for k in r if first.get(k) != r[k]}
+                        raise AssertionError(f"{identity} emitted twice with different content: {changed}")
             if len(seen) >= expect and settle_until is None:
                 settle_until = time.monotonic() + 2.0  # catch anything beyond what was expected
             if settle_until is not None and time.monotonic() >= settle_until:

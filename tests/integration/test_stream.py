@@ -66,7 +66,10 @@ def test_sigkill_mid_stream_changes_nothing(pipeline_settings: Settings, tmp_pat
             time.sleep(rng.uniform(0.05, 1.5))  # somewhere in the middle of processing it
             worker.kill()  # no commit, no flush: the restart re-reads from the last commit
             worker.start()
-        got = collect(pipeline_settings, expect=len(expected), timeout_s=90)
+        try:
+            got = collect(pipeline_settings, expect=len(expected), timeout_s=90)
+        except AssertionError as exc:
+            raise AssertionError(f"seed={seed}: {exc}\n{worker.log_tail()}") from None
     finally:
         worker.stop()
     assert got == sorted(expected), f"seed={seed}\n{worker.log_tail()}"
