@@ -36,15 +36,16 @@ from typing import Any
 
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.types import TP
 
 from postbacks.catalog import Catalog
 from postbacks.groups import stream_client, stream_group
 from postbacks.settings import Settings
 from postbacks.topics import Topics
 from schemas import CLICK, DEAD_LETTER, FX_RATE, POSTBACK_RAW, STREAM_TICK, Codec, SchemaError, schema_name
-from stream.changelog_buffer import StreamFaustApp
-from stream.continuity import Continuity
+from stream.continuity import REWIND_RETRY_S, Continuity
 from stream.decide import CONVERSION_KIND, DUPLICATE_KIND, REJECTED_KIND, Decider, Emit
+from stream.faust_app import StreamFaustApp
 from stream.rules.fx import load_rates
 from stream.state import ClickState, StateCodec
 
@@ -95,6 +96,7 @@ class StreamApp:
             topic_allow_declare=True,
         )
         self.source = _bytes_topic(app, self.topics.clicks_raw, self.topics.postbacks_raw)
+        self._source_names = frozenset((self.topics.clicks_raw, self.topics.postbacks_raw))
         self.outputs = {
             CONVERSION_KIND: _bytes_topic(app, self.topics.conversions_attributed),
             REJECTED_KIND: _bytes_topic(app, self.topics.postbacks_rejected),
@@ -118,7 +120,9 @@ class StreamApp:
         )
         self.agent = app.agent(self.source, name="attribute")(self._attribute)
         app.on_partitions_assigned.connect(self._on_assigned)
+        app.commit_limit = self._commit_limit
         app.timer(settings.stream_tick_interval_s, name="clock")(self._clock)
+        app.timer(REWIND_RETRY_S / 2, name="rewind")(self._retry_rewinds)
         app.task(self._follow_fx_rates)
         app.timer(30.0, name="progress")(self._log_progress)
 
@@ -153,9 +157,55 @@ class StreamApp:
                     raise SchemaError(f"unexpected schema header {schema!r} on {message.topic}")
             except SchemaError as exc:
                 await self._to_dead_letter(message, exc)
+            self.continuity.done(message.topic, message.partition, message.offset)
 
     def _on_assigned(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         self.continuity.forget()
+
+    def _commit_limit(self, tp: Any) -> int | None:
+        """Faust commits a source partition no further than the agent finished (stream/commit_limit.py)."""
+        if tp.topic not in self._source_names:
+            return None
+        return self.continuity.commit_limit(tp.topic, tp.partition)
+
+    async def _start_offset(self, tp: TP) -> int | None:
+        """Where a newly assigned partition begins: the committed offset, else the log's first.
+
+        Faust keeps a committed 0 as None; both mean the log's first offset, since the
+        group reads from the earliest record it has not committed.
+        """
+        committed = getattr(self.app.consumer, "_committed_offset", {}).get(tp)
+        if committed:
+            return int(committed)
+        return (await self.app.consumer.earliest_offsets(tp)).get(tp)
+
+    async def _retry_rewinds(self) -> None:
+        """Seek again to a hole that a rewind did not bring back (stream/continuity.py).
+
+        If the log no longer holds the hole (retention deleted it before it was read),
+        rewinding cannot bring it back: say so loudly and go on from the log's first record.
+        """
+        consumer = self.app.consumer
+        for topic, partition, missing in self.continuity.overdue(time.monotonic()):
+            tp = TP(topic, partition)
+            first = (await consumer.earliest_offsets(tp)).get(tp)
+            if first is not None and first > missing:
+                log.error(
+                    "source records deleted before they were read: skipped",
+                    extra={
+                        "topic": topic,
+                        "partition": partition,
+                        "from_offset": missing,
+                        "to_offset": first,
+                    },
+                )
+                self.continuity.skip_to(topic, partition, first)
+                continue
+            log.warning(
+                "source record still missing: rewinding its partition again",
+                extra={"topic": topic, "partition": partition, "missing_offset": missing},
+            )
+            await consumer.seek(tp, missing)
 
     async def _admit(self, message: Any) -> bool:
         """False for a record that came after a hole in its partition (stream/continuity.py).
@@ -164,9 +214,11 @@ class StreamApp:
         it as done and commit past the hole); the partition is rewound to the hole.
         """
         consumer = self.app.consumer
-        committed = getattr(consumer, "_committed_offset", {})  # Faust's view after its seek
+        start = None
+        if not self.continuity.knows(message.topic, message.partition):
+            start = await self._start_offset(message.tp)
         verdict = self.continuity.admit(
-            message.topic, message.partition, message.offset, committed, time.monotonic()
+            message.topic, message.partition, message.offset, start, time.monotonic()
         )
         missing = verdict.rewind_to
         if missing is None:

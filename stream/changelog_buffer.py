@@ -21,9 +21,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import faust
 from faust.transport.producer import ProducerBuffer
-from faust.types.transports import ProducerT
 from faust.types.tuples import FutureMessage
 
 
@@ -67,16 +65,3 @@ class DrainingProducerBuffer(ProducerBuffer):
             await asyncio.wait(list(self.unacknowledged))
         if self.failure is not None:
             raise ChangelogWriteFailed(f"a table changelog write failed: {self.failure!r}") from self.failure
-
-
-class StreamFaustApp(faust.App):
-    """faust.App whose producer drains table writes fully before offsets are committed."""
-
-    def _new_producer(self) -> ProducerT:
-        producer = super()._new_producer()
-        if self.conf.producer_threaded:
-            raise ValueError("the threaded producer keeps its own buffer; it is not supported here")
-        buffer = DrainingProducerBuffer(loop=producer.loop, beacon=producer.beacon)
-        buffer.app = self
-        producer.buffer = buffer  # before the producer starts: it adds its buffer as a dependency then
-        return producer

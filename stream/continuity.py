@@ -5,23 +5,28 @@ their offsets are consecutive. Faust can still hand the agent offset N+2 right a
 or N+1 as the first record after an assignment whose committed offset is N: its stream
 silently drops a record fetched under an older consumer generation or while flow was
 paused, trusting a seek to bring it back, and a record fetched in that window is not
-brought back. Its commit then goes past the hole (it only refuses a gap of more than
-one record), so a crash after that loses the record's outcome for good. The kill tests
-in tests/integration/test_stream.py caught it about once in six runs.
+brought back (with no committed offset aiokafka does not seek at all). Its commit then
+goes past the hole (it only refuses a gap of more than one record), so a crash after
+that loses the record's outcome for good. The kill tests in
+tests/integration/test_stream.py caught it about once in six runs.
 
 So the agent asks `admit` before it processes a record. A record beyond the next one
 expected is not processed; the agent rewinds the partition to the missing offset and
 lets everything else of that partition pass unprocessed (and unacknowledged, so the
 commit cannot pass the hole) until the missing record comes back. Decisions are then
-taken in log order, as if nothing had happened. If the rewind itself raced with records
-already fetched, it is asked again after `REWIND_RETRY_S`.
+taken in log order, as if nothing had happened. A rewind can fail to take: records
+Faust had already fetched are delivered after the seek and move its read position past
+the hole again, so the re-read hole is dropped as old. So a rewind still open after
+`REWIND_RETRY_S` is asked again, by the next record or, if none comes, by `overdue`.
+
+The agent also reports each record it has `done` with; `commit_limit` is then one past
+the last offset finished with no hole before it, the furthest Faust may commit
+(stream/commit_limit.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 #: How long to let records already in flight drain before a rewind is considered lost.
 REWIND_RETRY_S = 1.0
@@ -43,32 +48,65 @@ class Continuity:
     def __init__(self) -> None:
         self._next: dict[tuple[str, int], int] = {}
         self._rewinding: dict[tuple[str, int], tuple[int, float]] = {}  # -> (missing offset, last seek)
+        self._done: dict[tuple[str, int], int] = {}  # -> highest offset the agent finished
 
-    def admit(
-        self, topic: str, partition: int, offset: int, committed: Mapping[Any, Any], now: float
-    ) -> Verdict:
-        """Whether to process this record; `committed` (TP -> next offset) seeds a partition seen first.
+    def knows(self, topic: str, partition: int) -> bool:
+        """Whether the partition's position is known; if not, `admit` wants its `start`."""
+        return (topic, partition) in self._next
 
-        Offsets at or below the expected one pass: they are replays after a rewind or a
-        restart, which decisions handle (stream/decide.py).
+    def admit(self, topic: str, partition: int, offset: int, start: int | None, now: float) -> Verdict:
+        """Whether to process this record.
+
+        `start` is where a partition not yet known must begin: its committed offset or,
+        with none, the first offset the log still holds. None accepts whatever comes
+        first. Offsets at or below the expected one pass: they are replays after a
+        rewind or a restart, which decisions handle (stream/decide.py).
         """
         key = (topic, partition)
-        expected = self._next.get(key)
-        if expected is None:
-            expected = next(
-                (int(o) for tp, o in committed.items() if (tp.topic, tp.partition) == key and o), None
-            )
+        expected = self._next.get(key, start)
         if expected is None or offset <= expected:
             self._next[key] = offset + 1
             self._rewinding.pop(key, None)
             return PROCESS
+        self._next[key] = expected
         pending = self._rewinding.get(key)
         if pending is not None and pending[0] == expected and now - pending[1] < REWIND_RETRY_S:
             return Verdict(rewind_to=expected, seek=False)
         self._rewinding[key] = (expected, now)
         return Verdict(rewind_to=expected, seek=True)
 
+    def done(self, topic: str, partition: int, offset: int) -> None:
+        """The agent finished this record: its outputs are handed to the producer, its state written."""
+        key = (topic, partition)
+        self._done[key] = max(offset, self._done.get(key, offset))
+
+    def commit_limit(self, topic: str, partition: int) -> int:
+        """How far the partition may be committed (exclusive); 0 until the agent finishes one of its records.
+
+        Every record below it was finished: `admit` lets a record through only when no
+        offset before it is missing, and records are finished in the order admitted.
+        """
+        return self._done.get((topic, partition), -1) + 1
+
+    def overdue(self, now: float) -> list[tuple[str, int, int]]:
+        """Rewinds still open `REWIND_RETRY_S` after their last seek, as (topic, partition, offset) to seek
+        again; each is stamped as sought now."""
+        due = [
+            (topic, partition, missing)
+            for (topic, partition), (missing, sought_at) in self._rewinding.items()
+            if now - sought_at >= REWIND_RETRY_S
+        ]
+        for topic, partition, missing in due:
+            self._rewinding[(topic, partition)] = (missing, now)
+        return due
+
+    def skip_to(self, topic: str, partition: int, offset: int) -> None:
+        """Give up on what lies before `offset`: the log no longer holds it (retention deleted it unread)."""
+        self._next[(topic, partition)] = offset
+        self._rewinding.pop((topic, partition), None)
+
     def forget(self) -> None:
         """After a rebalance: positions start again from the committed offsets."""
         self._next.clear()
         self._rewinding.clear()
+        self._done.clear()

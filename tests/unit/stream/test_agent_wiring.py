@@ -36,6 +36,10 @@ def stream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[StreamApp, 
     async def capture_dead(message: Any, exc: Exception) -> None:
         dead.append((message.offset, str(exc)))
 
+    async def log_starts_at_zero(*tps: Any) -> dict[Any, int]:
+        return dict.fromkeys(tps, 0)  # nothing committed yet: the log's first offset
+
+    monkeypatch.setattr(app.app.consumer, "earliest_offsets", log_starts_at_zero)
     monkeypatch.setattr(app, "_send", capture)
     monkeypatch.setattr(app, "_to_dead_letter", capture_dead)
     return app, sent, dead
@@ -107,6 +111,8 @@ async def test_a_record_after_a_hole_is_not_processed_and_its_partition_is_rewou
         await ctx.put(key=b"c1", value=raw.encode(retry), headers=raw.headers)  # offset 3, in flight
         assert sent == [] and seeks == [(0, 1)]  # one rewind, nothing decided out of order
         assert early.message.acked  # so Faust records no ack for it and cannot commit past the hole
+        topic = early.message.topic
+        assert app.continuity.commit_limit(topic, 0) == 1  # the click at 0 finished; nothing past the hole
         ctx.sent_offset = 1  # the rewind brings the hole back, then what followed it
         await ctx.put(key=b"c1", value=raw.encode(first), headers=raw.headers)
         await ctx.put(key=b"c1", value=raw.encode(retry), headers=raw.headers)
@@ -114,3 +120,33 @@ async def test_a_record_after_a_hole_is_not_processed_and_its_partition_is_rewou
     duplicate = Codec(POSTBACK_DUPLICATE).decode_version(sent[1].value, sent[1].schema_version)
     assert duplicate["request_id"] == "retry"  # the first in log order won, as without the hole
     assert app.processed["rewound"] == 2
+    assert app.continuity.commit_limit(topic, 0) == 3
+
+
+async def test_a_record_dropped_before_the_first_commit_is_sought_and_a_lost_rewind_is_retried(
+    stream: tuple[StreamApp, list[Emit], list[Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No committed offset: the partition must start at the log's first record (offset 0 here)."""
+    app, _, _ = stream
+    clicks = Codec(CLICK)
+    seeks: list[tuple[int, int]] = []
+
+    async def seek(tp: Any, offset: int) -> None:
+        seeks.append((tp.partition, offset))
+
+    monkeypatch.setattr(app.app.consumer, "seek", seek)
+    async with app.agent.test_context() as ctx:
+        ctx.sent_offset = 1  # offset 0 was fetched and dropped before the agent saw it
+        late = await ctx.put(key=b"c2", value=clicks.encode(click("c2")), headers=clicks.headers)
+        assert seeks == [(0, 0)] and app._load(b"c2") is None
+        # The seek raced with records in flight and nothing else arrives: the clock asks again.
+        await app._retry_rewinds()
+        assert seeks == [(0, 0)]  # not yet: records in flight get their time to drain
+        monkeypatch.setattr("stream.app.time.monotonic", lambda: 10**9)
+        await app._retry_rewinds()
+        assert seeks == [(0, 0), (0, 0)]
+        ctx.sent_offset = 0
+        await ctx.put(key=b"c1", value=clicks.encode(click("c1")), headers=clicks.headers)
+        await ctx.put(key=b"c2", value=clicks.encode(click("c2")), headers=clicks.headers)
+    assert app._load(b"c1") is not None and app._load(b"c2") is not None
+    assert app.continuity.commit_limit(late.message.topic, 0) == 2

@@ -2,52 +2,79 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from stream.continuity import PROCESS, REWIND_RETRY_S, Continuity, Verdict
-
-
-class TP(NamedTuple):
-    topic: str
-    partition: int
 
 
 def test_consecutive_records_and_replays_are_processed() -> None:
     gate = Continuity()
-    assert [gate.admit("clicks", 0, offset, {}, 0.0) for offset in (0, 1, 2, 1, 2, 3)] == [PROCESS] * 6
+    assert [gate.admit("clicks", 0, offset, None, 0.0) for offset in (0, 1, 2, 1, 2, 3)] == [PROCESS] * 6
 
 
 def test_a_jump_within_a_partition_rewinds_to_the_first_missing_offset() -> None:
     gate = Continuity()
-    gate.admit("clicks", 0, 4, {}, 0.0)
-    assert gate.admit("clicks", 0, 9, {}, 0.0) == Verdict(rewind_to=5, seek=True)
-    assert gate.admit("clicks", 1, 9, {}, 0.0) == PROCESS  # partitions are independent
+    gate.admit("clicks", 0, 4, None, 0.0)
+    assert gate.admit("clicks", 0, 9, None, 0.0) == Verdict(rewind_to=5, seek=True)
+    assert gate.admit("clicks", 1, 9, None, 0.0) == PROCESS  # partitions are independent
 
 
-def test_the_first_record_after_an_assignment_must_be_the_committed_one() -> None:
-    committed = {TP("clicks", 0): 7, TP("postbacks", 0): 3}
+def test_the_first_record_after_an_assignment_must_be_where_the_partition_starts() -> None:
+    """Its committed offset, or with none the log's first: a record Faust dropped at start is sought."""
     gate = Continuity()
-    assert gate.admit("clicks", 0, 7, committed, 0.0) == PROCESS
-    assert gate.admit("postbacks", 0, 12, committed, 0.0) == Verdict(rewind_to=3, seek=True)
+    assert not gate.knows("clicks", 0)
+    assert gate.admit("clicks", 0, 7, 7, 0.0) == PROCESS
+    assert gate.knows("clicks", 0)
+    assert gate.admit("postbacks", 0, 12, 3, 0.0) == Verdict(rewind_to=3, seek=True)
+    assert gate.knows("postbacks", 0)  # the start is asked for once, not per record
+    assert gate.admit("postbacks", 0, 13, None, 0.1) == Verdict(rewind_to=3, seek=False)
     gate.forget()  # a rebalance: start again from the committed offsets
-    assert gate.admit("postbacks", 0, 3, committed, 0.0) == PROCESS
+    assert not gate.knows("postbacks", 0)
+    assert gate.admit("postbacks", 0, 3, 3, 0.0) == PROCESS
 
 
 def test_records_already_in_flight_pass_unprocessed_until_the_missing_one_comes_back() -> None:
     """The rewind's replay is processed in log order; one seek, not one per stale record."""
     gate = Continuity()
-    committed = {TP("postbacks", 2): 1}
-    verdicts = [gate.admit("postbacks", 2, offset, committed, 0.1 * i) for i, offset in enumerate((2, 3, 4))]
+    verdicts = [gate.admit("postbacks", 2, offset, 1, 0.1 * i) for i, offset in enumerate((2, 3, 4))]
     assert verdicts == [Verdict(1, seek=True), Verdict(1, seek=False), Verdict(1, seek=False)]
-    replay = [gate.admit("postbacks", 2, offset, committed, 0.5) for offset in (1, 2, 3, 4, 5)]
+    replay = [gate.admit("postbacks", 2, offset, None, 0.5) for offset in (1, 2, 3, 4, 5)]
     assert replay == [PROCESS] * 5
-    assert gate.admit("postbacks", 2, 7, committed, 0.6) == Verdict(6, seek=True)  # a new hole, a new rewind
+    assert gate.admit("postbacks", 2, 7, None, 0.6) == Verdict(6, seek=True)  # a new hole, a new rewind
 
 
-def test_a_rewind_that_did_not_take_is_asked_again() -> None:
+def test_a_rewind_that_did_not_take_is_asked_again_by_the_next_record_or_by_the_clock() -> None:
     gate = Continuity()
-    gate.admit("clicks", 0, 0, {}, 0.0)
-    assert gate.admit("clicks", 0, 2, {}, 10.0).seek
-    assert not gate.admit("clicks", 0, 3, {}, 10.0 + REWIND_RETRY_S / 2).seek
-    assert gate.admit("clicks", 0, 2, {}, 10.0 + REWIND_RETRY_S).seek
-    assert gate.admit("clicks", 0, 1, {}, 12.0) == PROCESS
+    gate.admit("clicks", 0, 0, None, 0.0)
+    assert gate.admit("clicks", 0, 2, None, 10.0).seek
+    assert not gate.admit("clicks", 0, 3, None, 10.0 + REWIND_RETRY_S / 2).seek
+    assert gate.overdue(10.0 + REWIND_RETRY_S / 2) == []
+    assert gate.admit("clicks", 0, 2, None, 10.0 + REWIND_RETRY_S).seek
+    # No record comes after that: the clock asks, once per retry period.
+    assert gate.overdue(11.0 + REWIND_RETRY_S) == [("clicks", 0, 1)]
+    assert gate.overdue(11.0 + REWIND_RETRY_S) == []
+    assert gate.overdue(11.0 + 2 * REWIND_RETRY_S) == [("clicks", 0, 1)]
+    assert gate.admit("clicks", 0, 1, None, 14.0) == PROCESS
+    assert gate.overdue(20.0) == []
+
+
+def test_the_commit_limit_follows_finished_records_and_stops_at_a_hole() -> None:
+    gate = Continuity()
+    assert gate.commit_limit("clicks", 0) == 0  # nothing finished: nothing to commit
+    for offset in (5, 6):
+        assert gate.admit("clicks", 0, offset, 5, 0.0) == PROCESS
+        gate.done("clicks", 0, offset)
+    assert gate.commit_limit("clicks", 0) == 7
+    assert gate.admit("clicks", 0, 9, None, 0.0).rewind_to == 7  # 9 is neither processed nor done
+    assert gate.commit_limit("clicks", 0) == 7
+    gate.done("clicks", 0, 5)  # a replay finishing again does not move it back
+    assert gate.commit_limit("clicks", 0) == 7
+    gate.forget()
+    assert gate.commit_limit("clicks", 0) == 0
+
+
+def test_a_hole_the_log_no_longer_holds_is_skipped() -> None:
+    gate = Continuity()
+    gate.admit("clicks", 0, 3, 3, 0.0)
+    assert gate.admit("clicks", 0, 50, None, 0.0).rewind_to == 4
+    gate.skip_to("clicks", 0, 40)  # retention deleted 4..39 before they were read
+    assert gate.overdue(100.0) == []
+    assert gate.admit("clicks", 0, 40, None, 100.0) == PROCESS

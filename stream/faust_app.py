@@ -1,0 +1,48 @@
+"""faust.App with the two safeguards the stream's at-least-once promise rests on.
+
+- Its producer buffer drains every table write before offsets are committed
+  (stream/changelog_buffer.py).
+- Its consumer commits a partition no further than the app's `commit_limit` allows
+  (stream/commit_limit.py); stream/app.py sets it to what the agent has finished.
+"""
+
+from __future__ import annotations
+
+import faust
+from faust.transport.drivers.aiokafka import Consumer
+from faust.types import TP
+from faust.types.transports import ConsumerT, ProducerT
+
+from stream.changelog_buffer import DrainingProducerBuffer
+from stream.commit_limit import CommitLimit, CommitLimitedConsumer, no_limit
+
+
+class StreamFaustApp(faust.App):
+    commit_limit: CommitLimit = staticmethod(no_limit)
+
+    def _new_producer(self) -> ProducerT:
+        producer = super()._new_producer()
+        if self.conf.producer_threaded:
+            raise ValueError("the threaded producer keeps its own buffer; it is not supported here")
+        buffer = DrainingProducerBuffer(loop=producer.loop, beacon=producer.beacon)
+        buffer.app = self
+        producer.buffer = buffer  # before the producer starts: it adds its buffer as a dependency then
+        return producer
+
+    def _new_consumer(self) -> ConsumerT:
+        transport = self.transport
+        if transport.Consumer is not Consumer:
+            raise ValueError(f"only the aiokafka transport is supported, not {transport.Consumer!r}")
+        consumer = CommitLimitedConsumer(
+            transport,
+            callback=self.topics.on_message,
+            on_partitions_revoked=self._on_partitions_revoked,
+            on_partitions_assigned=self._on_partitions_assigned,
+            beacon=self.beacon,
+            loop=transport.loop,
+        )
+        consumer.commit_limit = self._limit
+        return consumer
+
+    def _limit(self, tp: TP) -> int | None:
+        return self.commit_limit(tp)
