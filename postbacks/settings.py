@@ -94,6 +94,10 @@ class Settings:
     stream_tick_interval_s: float = field(default=1.0, metadata=_env("STREAM_TICK_INTERVAL_S"))
     # How long a silent (crashed) worker keeps its partitions before the group moves them.
     stream_session_timeout_s: float = field(default=30.0, metadata=_env("STREAM_SESSION_TIMEOUT_S"))
+    # Static group membership (KIP-345), the worker name as instance id: a worker restarted
+    # within the session timeout gets its partitions back without a rebalance, and its
+    # local state with them. A stopped worker's partitions move after the session timeout.
+    stream_static_membership: bool = field(default=True, metadata=_env("STREAM_STATIC_MEMBERSHIP"))
     # Attribution defaults; an offer in the catalog may override each.
     unknown_click_grace_s: float = field(default=300.0, metadata=_env("UNKNOWN_CLICK_GRACE_S"))
     # How much later than its clicked_at a click may land in clicks.raw (ingest's produce time plus

@@ -91,6 +91,7 @@ class StreamApp:
             producer_acks=-1,
             producer_linger_ms=settings.kafka_linger_ms,
             broker_client_id=self.client_id,
+            consumer_group_instance_id=self.client_id if settings.stream_static_membership else None,
             web_enabled=False,
             autodiscover=False,
             topic_allow_declare=True,
