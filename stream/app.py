@@ -15,7 +15,9 @@ Tables (RocksDB via rocksdict by default, changelog-backed):
 
 Guarantees. Faust runs at-least-once and flushes its producer before committing
 offsets; that flush waits for every table write's changelog record to be acknowledged
-(stream/changelog_buffer.py: Faust's own gives up early). On the hot path, decisions
+(stream/changelog_buffer.py: Faust's own gives up early), and the commit goes no further
+than the agent finished, with no record skipped before it (stream/continuity.py,
+stream/commit_limit.py: Faust's own bookkeeping can skip one). On the hot path, decisions
 keep what they emitted, so a replay re-emits it, and no decision depends on the order
 in which the two topics are read (stream/decide.py). On the two rare paths that consume
 held postbacks (their click arrives; their grace period ends) the agent waits for the
@@ -36,6 +38,7 @@ from typing import Any
 
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from faust.types import TP
 
 from postbacks.catalog import Catalog
@@ -72,6 +75,8 @@ class StreamApp:
         self._last_tick_sent: dict[int, float] = {}
         self.processed = {"clicks": 0, "postbacks": 0, "ticks": 0, "dead_letter": 0, "rewound": 0}
         self.continuity = Continuity()
+        self._starts: dict[TP, int] | None = None  # per assignment: where each source partition begins
+        self._assignments = 0
 
         self.app = app = StreamFaustApp(
             id=stream_group(settings.topic_prefix),
@@ -162,6 +167,8 @@ class StreamApp:
 
     def _on_assigned(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         self.continuity.forget()
+        self._starts = None
+        self._assignments += 1
 
     def _commit_limit(self, tp: Any) -> int | None:
         """Faust commits a source partition no further than the agent finished (stream/commit_limit.py)."""
@@ -170,15 +177,37 @@ class StreamApp:
         return self.continuity.commit_limit(tp.topic, tp.partition)
 
     async def _start_offset(self, tp: TP) -> int | None:
-        """Where a newly assigned partition begins: the committed offset, else the log's first.
+        """Where a newly assigned partition begins: the group's committed offset, else the log's first.
 
-        Faust keeps a committed 0 as None; both mean the log's first offset, since the
-        group reads from the earliest record it has not committed.
+        Asked of the broker, once per assignment for all our source partitions: Faust's
+        own view of the committed offsets is filled in only after the first records of an
+        assignment may already have been handed over.
         """
-        committed = getattr(self.app.consumer, "_committed_offset", {}).get(tp)
-        if committed:
-            return int(committed)
-        return (await self.app.consumer.earliest_offsets(tp)).get(tp)
+        starts = self._starts
+        if starts is None:
+            assignment = self._assignments
+            assigned = [tp for tp in self.app.consumer.assignment() if tp.topic in self._source_names]
+            starts = await self._committed_offsets(assigned)
+            uncommitted = [tp for tp in assigned if tp not in starts]
+            if uncommitted:  # the group reads these from the log's first record
+                starts.update(await self.app.consumer.earliest_offsets(*uncommitted))
+            if assignment == self._assignments:  # still the assignment we asked about
+                self._starts = starts
+        return starts.get(tp)
+
+    async def _committed_offsets(self, partitions: list[TP]) -> dict[TP, int]:
+        """The group's committed offsets, as the broker has them (partitions never committed left out)."""
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.settings.kafka_bootstrap_servers, client_id=self.client_id
+        )
+        await admin.start()
+        try:
+            offsets = await admin.list_consumer_group_offsets(
+                self.app.conf.id, partitions=[TopicPartition(tp.topic, tp.partition) for tp in partitions]
+            )
+        finally:
+            await admin.close()
+        return {TP(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
 
     async def _retry_rewinds(self) -> None:
         """Seek again to a hole that a rewind did not bring back (stream/continuity.py).

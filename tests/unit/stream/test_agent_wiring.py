@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from faust.types import TP
 
 from postbacks.catalog import EMPTY_CATALOG
 from postbacks.settings import Settings
@@ -36,9 +37,17 @@ def stream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[StreamApp, 
     async def capture_dead(message: Any, exc: Exception) -> None:
         dead.append((message.offset, str(exc)))
 
-    async def log_starts_at_zero(*tps: Any) -> dict[Any, int]:
-        return dict.fromkeys(tps, 0)  # nothing committed yet: the log's first offset
+    async def nothing_committed(partitions: list[Any]) -> dict[Any, int]:
+        return {}
 
+    async def log_starts_at_zero(*tps: Any) -> dict[Any, int]:
+        return dict.fromkeys(tps, 0)
+
+    internal = "<internal>"  # the topic of every record test_context hands the agent
+    monkeypatch.setattr(app, "_source_names", app._source_names | {internal})
+    assigned = {TP(topic, partition) for topic in app._source_names for partition in range(3)}
+    monkeypatch.setattr(app.app.consumer, "assignment", lambda: assigned)
+    monkeypatch.setattr(app, "_committed_offsets", nothing_committed)
     monkeypatch.setattr(app.app.consumer, "earliest_offsets", log_starts_at_zero)
     monkeypatch.setattr(app, "_send", capture)
     monkeypatch.setattr(app, "_to_dead_letter", capture_dead)
@@ -150,3 +159,33 @@ async def test_a_record_dropped_before_the_first_commit_is_sought_and_a_lost_rew
         await ctx.put(key=b"c2", value=clicks.encode(click("c2")), headers=clicks.headers)
     assert app._load(b"c1") is not None and app._load(b"c2") is not None
     assert app.continuity.commit_limit(late.message.topic, 0) == 2
+
+
+async def test_a_partition_starts_at_the_offset_the_group_committed_asked_once_per_assignment(
+    stream: tuple[StreamApp, list[Emit], list[Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app, _, _ = stream
+    clicks = Codec(CLICK)
+    asked: list[list[Any]] = []
+    seeks: list[tuple[int, int]] = []
+
+    async def committed(partitions: list[Any]) -> dict[Any, int]:
+        asked.append(partitions)
+        return {TP("<internal>", 0): 3}
+
+    async def seek(tp: Any, offset: int) -> None:
+        seeks.append((tp.partition, offset))
+
+    monkeypatch.setattr(app, "_committed_offsets", committed)
+    monkeypatch.setattr(app.app.consumer, "seek", seek)
+    async with app.agent.test_context() as ctx:
+        ctx.sent_offset = 4  # the group committed 3: the record at 3 was dropped on the way
+        await ctx.put(key=b"c1", value=clicks.encode(click("c1")), headers=clicks.headers)
+        assert seeks == [(0, 3)] and app._load(b"c1") is None
+        ctx.sent_offset = 3
+        await ctx.put(key=b"c0", value=clicks.encode(click("c0")), headers=clicks.headers)
+        await ctx.put(key=b"c1", value=clicks.encode(click("c1")), headers=clicks.headers)
+        ctx.sent_offset = 0
+        await ctx.put(key=b"c5", value=clicks.encode(click("c5")), headers=clicks.headers, partition=1)
+    assert app._load(b"c0") is not None and app._load(b"c1") is not None and app._load(b"c5") is not None
+    assert len(asked) == 1  # partition 1 (nothing committed: from the log's first offset) asked no more
