@@ -6,18 +6,19 @@ markers and compacted records). Three ways that bookkeeping reaches past a recor
 agent never finished, each seen or read here:
 
 - a jump in fetched offsets, e.g. records still in flight after a seek back, adds the
-  jumped range *including the record being delivered* to the gaps, and the next commit
-  counts it as done;
+  jumped range *including the record being delivered* to the gaps, counted as done as
+  soon as a later offset is acked;
 - the check for a hole before the first acked record only refuses a hole of more than
   one record (`min(acked) - committed > 1`), and none at all while the committed offset
   is 0;
 - a record the stream drops (fetched under an older generation, or while flow was
   paused) is simply not there.
 
-Committing past an unfinished record loses its outcome on the next crash: on the click
-and clock paths the outputs go out before the state is written, so the commit can land
-between the two; after a restart the click is not read again and its held postbacks are
-refused a second time, differently (tests/integration/test_stream.py, the SIGKILL test).
+Committing past an unfinished record loses its outcome on the next crash. On the click and
+clock paths the outputs go out before the state is written, so a commit landing between the
+two means a restart does not read the click again and refuses its held postbacks a second
+time, differently: what one CI run of the SIGKILL test in tests/integration/test_stream.py
+saw (a refusal emitted with its click and again as `unknown_click`).
 
 So the consumer asks the app for a limit per partition (stream/continuity.py: one past
 the last offset the agent finished, with no hole before it) and never commits beyond it.
