@@ -39,6 +39,7 @@ from typing import Any
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 from faust.types import TP
 
 from postbacks.catalog import Catalog
@@ -218,7 +219,11 @@ class StreamApp:
         consumer = self.app.consumer
         for topic, partition, missing in self.continuity.overdue(time.monotonic()):
             tp = TP(topic, partition)
-            first = (await consumer.earliest_offsets(tp)).get(tp)
+            try:
+                first = (await consumer.earliest_offsets(tp)).get(tp)
+            except KafkaError as exc:  # a timer must not crash the worker: seek anyway, ask next time
+                log.warning("log start unknown", extra={"topic": topic, "error": repr(exc)})
+                first = None
             if first is not None and first > missing:
                 log.error(
                     "source records deleted before they were read: skipped",

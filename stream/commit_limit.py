@@ -37,7 +37,7 @@ from faust.types import TP
 log = logging.getLogger(__name__)
 
 #: The exclusive offset up to which a partition may be committed; None: not a partition we limit.
-CommitLimit = Callable[[TP], "int | None"]
+CommitLimit = Callable[[TP], int | None]
 
 
 def no_limit(tp: TP) -> int | None:
