@@ -129,7 +129,7 @@ class StreamApp:
         app.on_partitions_assigned.connect(self._on_assigned)
         app.commit_limit = self._commit_limit
         app.timer(settings.stream_tick_interval_s, name="clock")(self._clock)
-        app.timer(REWIND_RETRY_S / 2, name="rewind")(self._retry_rewinds)
+        app.timer(REWIND_RETRY_S / 2, name="catch-up")(self._catch_up)
         app.task(self._follow_fx_rates)
         app.timer(30.0, name="progress")(self._log_progress)
 
@@ -210,18 +210,38 @@ class StreamApp:
             await admin.close()
         return {TP(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
 
-    async def _retry_rewinds(self) -> None:
-        """Seek again to a hole that a rewind did not bring back (stream/continuity.py).
+    async def _catch_up(self) -> None:
+        """Seek again a partition with unread records that makes no progress (stream/continuity.py).
 
-        If the log no longer holds the hole (retention deleted it before it was read),
-        rewinding cannot bring it back: say so loudly and go on from the log's first record.
+        That is a rewind that did not take, or a hole no later record reveals. If the log
+        no longer holds the hole (retention deleted it before it was read), rewinding
+        cannot bring it back: say so loudly and go on from the log's first record.
         """
         consumer = self.app.consumer
-        for topic, partition, missing in self.continuity.overdue(time.monotonic()):
+        if not self.app.flow_control.is_active():
+            return  # a rebalance or recovery is under way; Faust seeks the partitions itself
+        assigned = [tp for tp in consumer.assignment() if tp.topic in self._source_names]
+        if not assigned:
+            return
+        try:
+            ends = await consumer.highwaters(*assigned)
+            partitions = [
+                (
+                    tp.topic,
+                    tp.partition,
+                    None if self.continuity.knows(tp.topic, tp.partition) else await self._start_offset(tp),
+                    ends.get(tp),
+                )
+                for tp in assigned
+            ]
+        except KafkaError as exc:  # a timer must not crash the worker: ask again next time
+            log.warning("source positions unknown", extra={"error": repr(exc)})
+            return
+        for topic, partition, missing in self.continuity.stalled(partitions, time.monotonic()):
             tp = TP(topic, partition)
             try:
                 first = (await consumer.earliest_offsets(tp)).get(tp)
-            except KafkaError as exc:  # a timer must not crash the worker: seek anyway, ask next time
+            except KafkaError as exc:  # seek anyway, ask next time
                 log.warning("log start unknown", extra={"topic": topic, "error": repr(exc)})
                 first = None
             if first is not None and first > missing:
@@ -237,7 +257,7 @@ class StreamApp:
                 self.continuity.skip_to(topic, partition, first)
                 continue
             log.warning(
-                "source record still missing: rewinding its partition again",
+                "source partition stalled with unread records: rewinding it",
                 extra={"topic": topic, "partition": partition, "missing_offset": missing},
             )
             await consumer.seek(tp, missing)

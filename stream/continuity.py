@@ -17,7 +17,9 @@ commit cannot pass the hole) until the missing record comes back. Decisions are 
 taken in log order, as if nothing had happened. A rewind can fail to take: records
 Faust had already fetched are delivered after the seek and move its read position past
 the hole again, so the re-read hole is dropped as old. So a rewind still open after
-`REWIND_RETRY_S` is asked again, by the next record or, if none comes, by `overdue`.
+`REWIND_RETRY_S` is asked again by the next record, and a partition that has unread
+records but makes no progress is sought again by the clock (`stalled`), which also
+catches a hole at the end of a partition, where no later record shows it.
 
 The agent also reports each record it has `done` with; `commit_limit` is then one past
 the last offset finished with no hole before it, the furthest Faust may commit
@@ -26,10 +28,13 @@ the last offset finished with no hole before it, the furthest Faust may commit
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 #: How long to let records already in flight drain before a rewind is considered lost.
 REWIND_RETRY_S = 1.0
+#: How long a partition with unread records may go without progress before it is sought again.
+STALL_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,7 @@ class Continuity:
         self._next: dict[tuple[str, int], int] = {}
         self._rewinding: dict[tuple[str, int], tuple[int, float]] = {}  # -> (missing offset, last seek)
         self._done: dict[tuple[str, int], int] = {}  # -> highest offset the agent finished
+        self._moved: dict[tuple[str, int], float] = {}  # -> when it last made progress or was sought
 
     def knows(self, topic: str, partition: int) -> bool:
         """Whether the partition's position is known; if not, `admit` wants its `start`."""
@@ -67,12 +73,14 @@ class Continuity:
         if expected is None or offset <= expected:
             self._next[key] = offset + 1
             self._rewinding.pop(key, None)
+            self._moved[key] = now
             return PROCESS
         self._next[key] = expected
         pending = self._rewinding.get(key)
         if pending is not None and pending[0] == expected and now - pending[1] < REWIND_RETRY_S:
             return Verdict(rewind_to=expected, seek=False)
         self._rewinding[key] = (expected, now)
+        self._moved[key] = now
         return Verdict(rewind_to=expected, seek=True)
 
     def done(self, topic: str, partition: int, offset: int) -> None:
@@ -88,16 +96,30 @@ class Continuity:
         """
         return self._done.get((topic, partition), -1) + 1
 
-    def overdue(self, now: float) -> list[tuple[str, int, int]]:
-        """Rewinds still open `REWIND_RETRY_S` after their last seek, as (topic, partition, offset) to seek
-        again; each is stamped as sought now."""
-        due = [
-            (topic, partition, missing)
-            for (topic, partition), (missing, sought_at) in self._rewinding.items()
-            if now - sought_at >= REWIND_RETRY_S
-        ]
-        for topic, partition, missing in due:
-            self._rewinding[(topic, partition)] = (missing, now)
+    def stalled(
+        self, partitions: Iterable[tuple[str, int, int | None, int | None]], now: float
+    ) -> list[tuple[str, int, int]]:
+        """Partitions to seek again, as (topic, partition, offset): unread records, no progress for `STALL_S`.
+
+        `partitions` are the assigned ones as (topic, partition, start, log end offset);
+        `start` is needed only for a partition not known yet. This catches what no
+        record reveals: a rewind that did not take, or a hole at the end of a partition
+        after a rebalance (nothing later arrives to show it). A partition is given
+        `STALL_S` after it is first seen here, and again after each seek.
+        """
+        due = []
+        for topic, partition, start, end in partitions:
+            key = (topic, partition)
+            position = self._next.get(key, start)
+            if position is None:
+                continue
+            self._next[key] = position
+            last = self._moved.setdefault(key, now)
+            if end is None or position >= end:
+                self._moved[key] = now  # caught up
+            elif now - last >= STALL_S:
+                due.append((topic, partition, position))
+                self._moved[key] = now
         return due
 
     def skip_to(self, topic: str, partition: int, offset: int) -> None:
@@ -110,3 +132,4 @@ class Continuity:
         self._next.clear()
         self._rewinding.clear()
         self._done.clear()
+        self._moved.clear()

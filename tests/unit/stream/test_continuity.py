@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stream.continuity import PROCESS, REWIND_RETRY_S, Continuity, Verdict
+from stream.continuity import PROCESS, REWIND_RETRY_S, STALL_S, Continuity, Verdict
 
 
 def test_consecutive_records_and_replays_are_processed() -> None:
@@ -46,14 +46,28 @@ def test_a_rewind_that_did_not_take_is_asked_again_by_the_next_record_or_by_the_
     gate.admit("clicks", 0, 0, None, 0.0)
     assert gate.admit("clicks", 0, 2, None, 10.0).seek
     assert not gate.admit("clicks", 0, 3, None, 10.0 + REWIND_RETRY_S / 2).seek
-    assert gate.overdue(10.0 + REWIND_RETRY_S / 2) == []
     assert gate.admit("clicks", 0, 2, None, 10.0 + REWIND_RETRY_S).seek
-    # No record comes after that: the clock asks, once per retry period.
-    assert gate.overdue(11.0 + REWIND_RETRY_S) == [("clicks", 0, 1)]
-    assert gate.overdue(11.0 + REWIND_RETRY_S) == []
-    assert gate.overdue(11.0 + 2 * REWIND_RETRY_S) == [("clicks", 0, 1)]
-    assert gate.admit("clicks", 0, 1, None, 14.0) == PROCESS
-    assert gate.overdue(20.0) == []
+    # No record comes after that: the clock sees unread records (the log ends at 4) and no progress.
+    assigned = [("clicks", 0, None, 4)]
+    assert gate.stalled(assigned, 11.0 + STALL_S / 2) == []
+    assert gate.stalled(assigned, 11.0 + STALL_S) == [("clicks", 0, 1)]
+    assert gate.stalled(assigned, 11.0 + STALL_S) == []  # once per STALL_S
+    assert gate.stalled(assigned, 11.0 + 2 * STALL_S) == [("clicks", 0, 1)]
+    assert gate.admit("clicks", 0, 1, None, 20.0) == PROCESS
+    assert gate.stalled(assigned, 20.0 + STALL_S) == [("clicks", 0, 2)]  # 2 and 3 still unread
+    for offset in (2, 3):
+        gate.admit("clicks", 0, offset, None, 30.0)
+    assert gate.stalled(assigned, 100.0) == []  # caught up with the log's end
+
+
+def test_a_hole_at_the_end_of_a_partition_is_found_without_a_later_record() -> None:
+    """After a rebalance nothing may arrive at all: the partition starts at 5, its log ends at 9."""
+    gate = Continuity()
+    assigned = [("postbacks", 1, 5, 9), ("postbacks", 2, 3, 3)]
+    assert gate.stalled(assigned, 0.0) == []  # first seen: Faust gets its time to deliver
+    assert gate.knows("postbacks", 1)
+    assert gate.stalled(assigned, STALL_S) == [("postbacks", 1, 5)]  # partition 2 holds nothing unread
+    assert gate.admit("postbacks", 1, 7, None, STALL_S + 0.1) == Verdict(rewind_to=5, seek=True)
 
 
 def test_the_commit_limit_follows_finished_records_and_stops_at_a_hole() -> None:
@@ -76,5 +90,4 @@ def test_a_hole_the_log_no_longer_holds_is_skipped() -> None:
     gate.admit("clicks", 0, 3, 3, 0.0)
     assert gate.admit("clicks", 0, 50, None, 0.0).rewind_to == 4
     gate.skip_to("clicks", 0, 40)  # retention deleted 4..39 before they were read
-    assert gate.overdue(100.0) == []
     assert gate.admit("clicks", 0, 40, None, 100.0) == PROCESS
