@@ -95,7 +95,7 @@ class IngestApp:
         self._raw = Codec(POSTBACK_RAW)
         self._clicks = Codec(CLICK)
         self._rejected = Codec(POSTBACK_REJECTED)
-        self._redact = Redactor(sources.secret_params)
+        self._redact = Redactor(sources.secret_params, sources.secret_values)
         self._retry_after = [(b"retry-after", str(settings.retry_after_s).encode())]
         self._buckets = {
             name: TokenBucket(*source.rate_limit)
@@ -234,13 +234,13 @@ class IngestApp:
             "received_at": ctx.received_ms,
             "stage": "ingest",
             "reason": refusal.reason,
-            "detail": refusal.detail,
+            "detail": self._redact(refusal.detail),
             "field": refusal.field,
             "http_status": refusal.status,
             "source": ctx.source.name if ctx.source else None,
             "click_id": ctx.click_id,
             "method": request.method,
-            "path": request.path[:256],
+            "path": self._redact(request.path[:256]),
             "query": self._stored(request.query),
             "body": self._stored(request.body) if request.body else None,
             "content_type": request.headers.get("content-type"),

@@ -14,6 +14,7 @@ import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote_plus
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -107,12 +108,43 @@ async def send_redirect(send: Send, location: str, payload: Mapping[str, Any]) -
 
 
 class Redactor:
-    """Replaces secret values in a query string or JSON body, whatever the parameter's case."""
+    """Replaces secrets in text that is stored: a refused request's query, body and path.
 
-    def __init__(self, secret_names: Iterable[str]) -> None:
-        names = "|".join(re.escape(n) for n in sorted(secret_names)) or r"(?!)"
-        self._query_style = re.compile(rf"(?i)((?:^|[&;?])(?:{names})=)[^&;]*")
-        self._json_style = re.compile(rf'(?i)("(?:{names})"\s*:\s*)("(?:[^"\\]|\\.)*"|[^,}}\s]+)')
+    A parameter is matched by its name as the parser reads it (percent- and plus-decoded,
+    JSON escapes resolved, any case), so every spelling of `token` that could authenticate
+    is also one that is redacted: a pattern over the raw text let `tok%65n=<token>` through.
+    The configured tokens and HMAC keys themselves are replaced wherever they appear, for a
+    sender that put one in the wrong parameter or in the path.
+    """
+
+    _PAIR = re.compile(r"[^&;]+")
+    _JSON_MEMBER = re.compile(r'"((?:[^"\\]|\\.)*)"(\s*:\s*)("(?:[^"\\]|\\.)*"|[^,}\]\s]+)')
+
+    def __init__(self, secret_names: Iterable[str], secret_values: Iterable[str] = ()) -> None:
+        self._names = frozenset(n.lower() for n in secret_names)
+        self._values = sorted({v for v in secret_values if v}, key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
-        return self._json_style.sub(r'\1"REDACTED"', self._query_style.sub(r"\1REDACTED", text))
+        text = self._JSON_MEMBER.sub(self._json_member, text)
+        text = self._PAIR.sub(self._query_pair, text)
+        for value in self._values:
+            text = text.replace(value, "REDACTED")
+        return text
+
+    def _secret(self, name: str) -> bool:
+        return name.strip().lstrip("?").lower() in self._names
+
+    def _query_pair(self, match: re.Match[str]) -> str:
+        name, equals, _ = match[0].partition("=")
+        if equals and self._secret(unquote_plus(name, errors="replace")):
+            return f"{name}=REDACTED"
+        return match[0]
+
+    def _json_member(self, match: re.Match[str]) -> str:
+        try:
+            name = json.loads(f'"{match[1]}"')
+        except ValueError:
+            name = match[1]
+        if isinstance(name, str) and self._secret(name):
+            return f'"{match[1]}"{match[2]}"REDACTED"'
+        return match[0]

@@ -223,7 +223,7 @@ def normalise_postback(
         if name in seen:
             raise Refusal("repeated_parameter", f"parameter {name!r} given more than once", name)
         seen.add(name)
-        if name in rules.secret_params:
+        if name.strip().lower() in rules.secret_params:  # `Token=` is as secret as `token=`
             continue
         target = rules.aliases.get(name)
         if target is None:

@@ -46,6 +46,8 @@ class SourceRegistry:
     trusted_proxies: tuple[IPNetwork, ...] = ()
     default: str = "default"
     secret_params: frozenset[str] = field(default=ALWAYS_SECRET)
+    # Every configured token and HMAC key: scrubbed from whatever a refused request left stored.
+    secret_values: frozenset[str] = frozenset()
 
     def get(self, name: str | None) -> Source | None:
         return self.sources.get(name or self.default)
@@ -64,7 +66,10 @@ def parse_sources(data: Mapping[str, Any], where: str = "sources") -> SourceRegi
     if not isinstance(raw_sources, dict) or not raw_sources:
         raise ConfigError(f"{where}: no [sources.<name>] tables")
     sources = {name: _parse_source(name, spec, where) for name, spec in raw_sources.items()}
-    secret_params = ALWAYS_SECRET | {s.auth.param for s in sources.values() if isinstance(s.auth, TokenAuth)}
+    secret_params = ALWAYS_SECRET | {
+        s.auth.param.lower() for s in sources.values() if isinstance(s.auth, TokenAuth)
+    }
+    secret_values = {v for s in sources.values() for v in _secrets_of(s.auth)}
     # Every source's rules drop every known secret name, not only its own.
     sources = {
         name: replace(s, rules=NormaliseRules(s.rules.aliases, s.rules.statuses, secret_params))
@@ -75,7 +80,16 @@ def parse_sources(data: Mapping[str, Any], where: str = "sources") -> SourceRegi
         trusted_proxies=_networks(data.get("trusted_proxies", []), f"{where}: trusted_proxies"),
         default=str(data.get("default_source", "default")),
         secret_params=frozenset(secret_params),
+        secret_values=frozenset(secret_values),
     )
+
+
+def _secrets_of(auth: Auth) -> tuple[str, ...]:
+    if isinstance(auth, TokenAuth):
+        return auth.tokens
+    if isinstance(auth, HmacAuth):
+        return auth.secrets
+    return ()
 
 
 def _parse_source(name: str, spec: Any, where: str) -> Source:

@@ -62,8 +62,8 @@ class Pipeline:
 
 
 @contextmanager
-def pipeline(settings: Settings, workdir: Path) -> Iterator[Pipeline]:
-    with IngestProcess.start(settings, workdir) as ingest:
+def pipeline(settings: Settings, workdir: Path, **ingest_env: str) -> Iterator[Pipeline]:
+    with IngestProcess.start(settings, workdir, **ingest_env) as ingest:
         stream = StreamWorker.for_settings(settings, workdir, **STREAM_ENV).start()
         sink = SinkProcess.for_settings(settings, workdir / "sink").start()
         try:
