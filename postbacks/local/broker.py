@@ -9,6 +9,7 @@ stop (SIGTERM) and waits before resorting to SIGKILL. See README "Local stack".
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import socket
@@ -27,8 +28,11 @@ from postbacks.groups import (
     stream_group,
 )
 from postbacks.local.children import spawn
+from postbacks.local.silence import CannotSilence, silence
 
 READY_TIMEOUT_S = 30.0
+
+log = logging.getLogger(__name__)
 
 
 class BrokerError(RuntimeError):
@@ -199,8 +203,23 @@ class EmbeddedBroker:
         return False
 
     def stop(self, timeout_s: float = 15.0) -> None:
-        """Clean stop (the broker saves its data), SIGKILL only if it does not exit in time."""
-        self._terminate(timeout_s)
+        """Clean stop: it answers nobody once its save begins, saves its data and exits.
+
+        noida-db snapshots its log on SIGTERM while still answering requests, so it is first
+        cut off its clients (postbacks.local.silence); SIGKILL only if it does not exit in time.
+        """
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        try:
+            silence(process.pid)
+        except CannotSilence as exc:
+            log.warning("stopping the broker without cutting its clients off", extra={"error": str(exc)})
+            process.send_signal(signal.SIGTERM)
+        else:
+            process.send_signal(signal.SIGTERM)  # pending while frozen: the save starts on resume
+            process.send_signal(signal.SIGCONT)
+        self._wait_or_kill(process, timeout_s)
 
     def kill(self) -> None:
         """SIGKILL, for fault tests: whatever was not yet saved is lost, as with a crashed host."""
@@ -214,6 +233,10 @@ class EmbeddedBroker:
         if process is None or process.poll() is not None:
             return
         process.send_signal(signal.SIGTERM)
+        self._wait_or_kill(process, timeout_s)
+
+    @staticmethod
+    def _wait_or_kill(process: subprocess.Popen[bytes], timeout_s: float) -> None:
         try:
             process.wait(timeout_s)
         except subprocess.TimeoutExpired:
