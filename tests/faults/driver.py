@@ -60,6 +60,21 @@ class Pipeline:
             self.ingest.kill()
             self.ingest.restart()
 
+    def revive(self) -> list[str]:
+        """Start again whatever has exited on its own, as a supervisor would; returns what it started."""
+        exited = [
+            name
+            for name, process in (
+                ("stream", self.stream.process),
+                ("sink", self.sink.process),
+                ("ingest", self.ingest.process),
+            )
+            if process is not None and process.poll() is not None
+        ]
+        for name in exited:
+            self.crash(name)  # already dead: the kill only evicts it from its groups
+        return exited
+
 
 @contextmanager
 def pipeline(settings: Settings, workdir: Path, **ingest_env: str) -> Iterator[Pipeline]:
