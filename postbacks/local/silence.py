@@ -15,11 +15,14 @@ cannot, the caller stops the broker the plain way; `silence` says why.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
 import socket
 import sys
+import time
+from pathlib import Path
 
 _SYS_PIDFD_GETFD = 438  # the same number on every Linux architecture (unified syscall table)
 
@@ -37,16 +40,33 @@ def silence(pid: int) -> int:
     if not sys.platform.startswith("linux") or not hasattr(os, "pidfd_open"):
         raise CannotSilence("needs Linux pidfd_getfd")
     libc = ctypes.CDLL(None, use_errno=True)
-    os.kill(pid, signal.SIGSTOP)
     try:
+        os.kill(pid, signal.SIGSTOP)
+        _wait_stopped(pid)  # SIGSTOP is asynchronous: a running thread could still accept()
         pidfd = os.pidfd_open(pid)
         try:
             return sum(_shut_down(libc, pidfd, fd) for fd in _socket_fds(pid))
         finally:
             os.close(pidfd)
     except OSError as exc:
-        os.kill(pid, signal.SIGCONT)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
         raise CannotSilence(f"could not cut the sockets of process {pid}: {exc}") from exc
+
+
+def _wait_stopped(pid: int, timeout_s: float = 2.0) -> None:
+    """Until every thread of `pid` is in the stopped state ('T' in /proc/<pid>/task/*/stat)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        states = []
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError):  # a thread that exited meanwhile
+                states.append(Path(f"/proc/{pid}/task/{task}/stat").read_text().rsplit(")", 1)[1].split()[0])
+        if all(state in ("T", "t") for state in states):
+            return
+        if time.monotonic() > deadline:
+            raise OSError(f"process {pid} did not stop: thread states {sorted(set(states))}")
+        time.sleep(0.001)
 
 
 def _socket_fds(pid: int) -> list[int]:

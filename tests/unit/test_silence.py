@@ -8,7 +8,9 @@ import subprocess
 import sys
 import time
 
-from postbacks.local.silence import silence
+import pytest
+
+from postbacks.local.silence import CannotSilence, silence
 
 # A tiny echo server: one connection held open, then it keeps accepting.
 ECHO_SERVER = """
@@ -54,3 +56,10 @@ def test_a_silenced_process_is_cut_off_and_resumes_to_finish() -> None:
     finally:
         process.kill()
         process.wait()
+
+
+def test_a_process_that_is_gone_cannot_be_silenced_and_says_so() -> None:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    with pytest.raises(CannotSilence, match=str(process.pid)):
+        silence(process.pid)
