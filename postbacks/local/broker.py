@@ -215,10 +215,8 @@ class EmbeddedBroker:
             silence(process.pid)
         except CannotSilence as exc:
             log.warning("stopping the broker without cutting its clients off", extra={"error": str(exc)})
-            process.send_signal(signal.SIGTERM)
-        else:
-            process.send_signal(signal.SIGTERM)  # pending while frozen: the save starts on resume
-            process.send_signal(signal.SIGCONT)
+        process.send_signal(signal.SIGTERM)  # if frozen, pending: its save starts on SIGCONT
+        process.send_signal(signal.SIGCONT)
         self._wait_or_kill(process, timeout_s)
 
     def kill(self) -> None:

@@ -58,7 +58,6 @@ def test_broker_restarted_under_traffic_loses_and_doubles_nothing(tmp_path: Path
             traffic.wait(180)
             revived += running.revive()
             result = wait_until_exact(running, traffic)
-            revived += running.revive()
         unavailable = traffic.progress.statuses[503] + traffic.progress.statuses["no answer"]
         print(f"outages (at s, down s): {outages}; restarted after exiting: {revived or 'none'}")
         print(f"answered 503 or not at all, retried: {unavailable}\nfigures: {result.figures}")

@@ -54,11 +54,7 @@ def test_a_secret_in_any_json_spelling_is_redacted(data: st.DataObject, name: st
     assert name in json.loads(body)
     redacted = REDACT(body)
     assert value not in redacted
-    assert json.loads(redacted) == {
-        "clickid": "c1",
-        spelled.encode().decode("unicode_escape"): "REDACTED",
-        "payout": 2,
-    }
+    assert json.loads(redacted) == {"clickid": "c1", name: "REDACTED", "payout": 2}
 
 
 def test_other_parameters_and_lookalike_names_are_kept() -> None:
