@@ -1,5 +1,6 @@
 # The two commands of the README: `make up` (run the whole pipeline locally) and `make test`.
-# Both create .venv and install the project on first use; nothing else needs installing.
+# Both create .venv, install the project and fetch Apache Kafka (Java 17+ and Maven from the machine)
+# on first use; nothing else needs installing.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -12,12 +13,14 @@ $(BIN)/postbacks: pyproject.toml
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test,bench]'
 	touch $@
 
+# Apache Kafka's jars from Maven Central into ~/.cache/postback-pipeline (once; later runs reuse them).
 install: $(BIN)/postbacks
+	$(BIN)/postbacks kafka install
 
-up: $(BIN)/postbacks
+up: install
 	$(BIN)/postbacks up
 
-lint: $(BIN)/postbacks
+lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -25,5 +28,5 @@ lint: $(BIN)/postbacks
 test: lint
 	$(BIN)/pytest
 
-bench: $(BIN)/postbacks
+bench: install
 	$(BIN)/postbacks bench --json bench-results.json

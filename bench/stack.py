@@ -1,4 +1,4 @@
-"""The local stack the benchmarks drive: one embedded broker per run, fresh topics per stage.
+"""The local stack the benchmarks drive: one Apache Kafka broker per run, fresh topics per stage.
 
 Every stage gets its own topic prefix and data directory, so no stage reads another's
 records or state, while the broker (the slow thing to start) is shared. Services are
@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import murmur2
 
-from postbacks.local.broker import EmbeddedBroker
+from postbacks.local.broker import LocalKafka
 from postbacks.local.children import spawn
 from postbacks.settings import Settings
 from postbacks.topics import ensure_topics
@@ -64,7 +64,7 @@ class Service:
 class BenchStack:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.broker = EmbeddedBroker(workdir / "kafka")
+        self.broker = LocalKafka(workdir / "kafka")
         self._stages = count()
         self.services: list[Service] = []
 

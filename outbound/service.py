@@ -88,6 +88,9 @@ class OutboundWorker:
             bootstrap_servers=settings.kafka_bootstrap_servers,
             group_id=self.group,
             client_id=client_id,
+            # Static member (KIP-345): a worker restarted after a crash takes its partitions back
+            # at once instead of waiting for its old session to expire.
+            group_instance_id=client_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",

@@ -16,16 +16,14 @@ from postbacks.settings import Settings, SettingsError
 def _up(settings: Settings, args: argparse.Namespace) -> int:
     from postbacks.local.stack import LocalStack
 
-    return LocalStack(settings).run()
+    return LocalStack(settings, brokers=args.brokers).run()
 
 
 def _service(name: str, run: Callable[[Settings], None], settings: Settings) -> int:
     """A long-running service: structured logs, a Kafka cluster to talk to, then run until signalled."""
-    from postbacks import fetch
     from postbacks.logs import configure
 
     configure(settings.log_level, settings.log_format)
-    fetch.install()  # consumers on idle partitions must not busy-loop on a broker that never long-polls
     if not settings.kafka_bootstrap_servers:
         print(f"postbacks {name}: set KAFKA_BOOTSTRAP_SERVERS (or run `postbacks up`)", file=sys.stderr)
         return 2
@@ -113,6 +111,22 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
     return run(settings, args.clicks, args.rate, seed, args.timeout, _query)
 
 
+def _kafka(settings: Settings, args: argparse.Namespace) -> int:
+    from postbacks.local.kafka_install import KafkaInstallError, install, installed, kafka_version
+
+    if args.action == "version":
+        found = installed()
+        print(found.describe() if found else f"Apache Kafka {kafka_version()}: not installed")
+        return 0
+    try:
+        done = install()
+    except KafkaInstallError as exc:
+        print(f"postbacks kafka install: {exc}", file=sys.stderr)
+        return 1
+    print(done.describe())
+    return 0
+
+
 def _topics(settings: Settings, args: argparse.Namespace) -> int:
     from postbacks.topics import Topics, ensure_topics
 
@@ -128,9 +142,20 @@ def _topics(settings: Settings, args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="postbacks", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser(
-        "up", help="run the whole pipeline locally (embedded broker unless KAFKA_BOOTSTRAP_SERVERS)"
+    up = sub.add_parser(
+        "up", help="run the whole pipeline locally (Apache Kafka started unless KAFKA_BOOTSTRAP_SERVERS)"
     )
+    up.add_argument(
+        "--brokers",
+        type=int,
+        choices=[1, 3],
+        default=1,
+        help="Kafka nodes to start: 3 gives replication factor 3, min.insync.replicas=2 (see failover)",
+    )
+    kafka = sub.add_parser(
+        "kafka", help="the local Apache Kafka: `kafka install` fetches it from Maven Central (once)"
+    )
+    kafka.add_argument("action", choices=["install", "version"])
     sub.add_parser("ingest", help="run only the ingest HTTP service against KAFKA_BOOTSTRAP_SERVERS")
     sub.add_parser("stream", help="run one stream worker (dedup, attribution, enrichment) against Kafka")
     sub.add_parser("sink", help="run the ClickHouse writers (migrates the schema first)")
@@ -173,6 +198,7 @@ COMMANDS = {
     "sql": _sql,
     "demo": _demo,
     "topics": _topics,
+    "kafka": _kafka,
 }
 
 

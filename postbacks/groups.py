@@ -1,7 +1,8 @@
 """Consumer-group and client-id names of the pipeline's services, in one place.
 
-Operators see these in group tooling; the local supervisor and the tests use them to
-find a crashed service's members (postbacks.local.broker.evict_group_members).
+Operators see these in group tooling (kafka-consumer-groups, lag dashboards); the
+client ids double as static group instance ids (KIP-345), so a restarted service takes
+its partitions back without waiting for its old session to expire.
 """
 
 from __future__ import annotations

@@ -111,7 +111,9 @@ class Settings:
     ctit_long_s: float = field(default=86_400.0, metadata=_env("CTIT_LONG_S"))
     # Modules that register custom dedup policies, fraud rules or enrichment steps (comma-separated).
     stream_plugins: str = field(default="", metadata=_env("STREAM_PLUGINS"))
-    # Sinks: batches bounded by rows and by time; raw-table retention.
+    # Sinks: one name per sink process (its consumers' static group instance ids); batches
+    # bounded by rows and by time; raw-table retention.
+    sink_name: str = field(default="sink-0", metadata=_env("SINK_NAME"))
     sink_batch_rows: int = field(default=50_000, metadata=_env("SINK_BATCH_ROWS"))
     sink_batch_seconds: float = field(default=1.0, metadata=_env("SINK_BATCH_SECONDS"))
     clickhouse_raw_ttl_days: int = field(default=180, metadata=_env("CLICKHOUSE_RAW_TTL_DAYS"))

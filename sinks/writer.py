@@ -50,7 +50,6 @@ log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 10.0
 # How long a poll waits for records: bounds only the wait on an idle topic (and a stop's delay).
-# Idle topics do not busy-loop on a broker that answers empty fetches at once: postbacks/fetch.py.
 POLL_TIMEOUT_MS = 200
 _PLAN = re.compile(r"^batch:(\d+)-(\d+)$")
 
@@ -151,6 +150,9 @@ class TableWriter:
             bootstrap_servers=settings.kafka_bootstrap_servers,
             group_id=self.group,
             client_id=sink_client(spec.name),
+            # Static member (KIP-345): a sink restarted after a crash takes its partitions back at
+            # once instead of waiting for its old session to expire. One name per sink process.
+            group_instance_id=f"{sink_client(spec.name)}-{settings.sink_name}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",

@@ -1,7 +1,8 @@
 """Shared fixtures: one real broker per test session, fresh topics per test, real service processes.
 
-The broker is the embedded noida-db started by the project's own launcher, unless
-KAFKA_BOOTSTRAP_SERVERS points at a cluster (then that one is used and nothing starts).
+The broker is Apache Kafka (KRaft, one node) started by the project's own launcher
+(postbacks.local.broker), unless KAFKA_BOOTSTRAP_SERVERS points at a cluster (then that one
+is used and nothing starts).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from postbacks.local.broker import EmbeddedBroker
+from postbacks.local.broker import LocalKafka
 from postbacks.settings import Settings
 from tests.helpers import IngestProcess, create_topics
 
@@ -25,7 +26,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if external:
         yield external
         return
-    broker = EmbeddedBroker(tmp_path_factory.mktemp("kafka")).start()
+    broker = LocalKafka(tmp_path_factory.mktemp("kafka")).start()
     try:
         yield broker.bootstrap_servers
     finally:

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from ingest.sources import write_starter_sources
 from postbacks.groups import sink_client, sink_group
-from postbacks.local.broker import evict_crashed_sink, evict_crashed_stream_worker, free_port
+from postbacks.local.broker import free_port
 from postbacks.local.children import spawn
 from postbacks.settings import Settings
 from postbacks.topics import ensure_topics
@@ -216,15 +216,12 @@ class StreamWorker:
         return self
 
     def kill(self) -> None:
-        """SIGKILL: no commit, no flush, exactly like a crashed host; then evict it from the group.
+        """SIGKILL: no commit, no flush, exactly like a crashed host.
 
-        The eviction stands in for the session timeout the embedded broker does not enforce
-        (postbacks.local.broker.evict_group_members).
+        A static group member: restarted under the same name, it takes its partitions back
+        without a rebalance, before its session times out.
         """
         kill_process(self.process)
-        evict_crashed_stream_worker(
-            self.settings.kafka_bootstrap_servers, self.settings.topic_prefix, self.name
-        )
 
     def stop(self) -> None:
         stop_process(self.process)
@@ -315,9 +312,8 @@ class SinkProcess:
         return result[1]
 
     def kill(self) -> None:
-        """SIGKILL, then evict its consumers (the embedded broker never expires them)."""
+        """SIGKILL, as a crashed host; its consumers are static members, taken back on restart."""
         kill_process(self.process)
-        evict_crashed_sink(self.env["KAFKA_BOOTSTRAP_SERVERS"], self.env.get("TOPIC_PREFIX", ""))
 
     def stop(self) -> None:
         stop_process(self.process)

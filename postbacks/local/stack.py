@@ -1,9 +1,10 @@
 """`postbacks up`: the whole pipeline on one machine, in the foreground, no Docker.
 
-A small supervisor: starts the embedded broker (unless KAFKA_BOOTSTRAP_SERVERS
-points elsewhere), creates the topics, then runs each service as its own child
-process, restarting one that dies. Ctrl-C (or SIGTERM) stops the services first,
-so in-flight requests drain while the broker still accepts them, and the broker last.
+A small supervisor: starts Apache Kafka (one KRaft node, or `--brokers 3` for a
+replicated cluster; nothing when KAFKA_BOOTSTRAP_SERVERS points at one), creates the
+topics, then runs each service as its own child process, restarting one that dies.
+Ctrl-C (or SIGTERM) stops the services first, so in-flight requests drain while the
+broker still accepts them, and the broker last.
 """
 
 from __future__ import annotations
@@ -17,20 +18,13 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
 from ingest.auth import TokenAuth
 from ingest.sources import load_sources, write_starter_sources
-from postbacks.local.broker import (
-    EmbeddedBroker,
-    evict_crashed_outbound,
-    evict_crashed_sink,
-    evict_crashed_stream_worker,
-    free_port,
-)
+from postbacks.local.broker import LocalKafka, free_port
 from postbacks.local.children import spawn
 from postbacks.settings import Settings
 from postbacks.topics import ensure_topics
@@ -49,8 +43,6 @@ class Service:
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     next_start: float = 0.0
-    # Run after an unexpected exit, before the restart (e.g. evict a dead consumer-group member).
-    before_restart: Callable[[], None] | None = None
 
     def start(self) -> None:
         self.process = spawn(self.argv, self.log_path, self.env)
@@ -83,9 +75,10 @@ def pick_ingest_port(settings: Settings) -> int:
 
 
 class LocalStack:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, brokers: int = 1) -> None:
         self.settings = settings
-        self.broker: EmbeddedBroker | None = None
+        self.brokers = brokers
+        self.broker: LocalKafka | None = None
         self.services: list[Service] = []
         self._stopping = False
 
@@ -109,11 +102,14 @@ class LocalStack:
         data_dir.mkdir(parents=True, exist_ok=True)
         (data_dir / "logs").mkdir(exist_ok=True)
         if not settings.kafka_bootstrap_servers:
-            print(
-                f"starting embedded Kafka-protocol broker (noida-db) in {data_dir / 'kafka'} ...", flush=True
+            kafka_dir = data_dir / ("kafka" if self.brokers == 1 else f"kafka-{self.brokers}")
+            print(f"starting Apache Kafka ({self.brokers} KRaft node(s)) in {kafka_dir} ...", flush=True)
+            self.broker = LocalKafka(kafka_dir, nodes=self.brokers).start()
+            print(f"{self.broker.describe()}, ready in {self.broker.start_seconds:.1f} s", flush=True)
+            settings = settings.with_overrides(
+                kafka_bootstrap_servers=self.broker.bootstrap_servers,
+                topic_replication_factor=self.broker.replication_factor,
             )
-            self.broker = EmbeddedBroker(data_dir / "kafka").start()
-            settings = settings.with_overrides(kafka_bootstrap_servers=self.broker.bootstrap_servers)
         sources_file = settings.effective_sources_file
         if not sources_file.exists():
             write_starter_sources(sources_file)
@@ -127,28 +123,8 @@ class LocalStack:
         logs = data_dir / "logs"
         cli = [sys.executable, "-m", "postbacks.cli"]
         self.services = [
-            Service("ingest", [*cli, "ingest"], env, logs / "ingest.log"),
-            Service(
-                "stream",
-                [*cli, "stream"],
-                env,
-                logs / "stream.log",
-                before_restart=(lambda: self._evict("stream")) if self.broker is not None else None,
-            ),
-            Service(
-                "sink",
-                [*cli, "sink"],
-                env,
-                logs / "sink.log",
-                before_restart=(lambda: self._evict("sink")) if self.broker is not None else None,
-            ),
-            Service(
-                "outbound",
-                [*cli, "outbound"],
-                env,
-                logs / "outbound.log",
-                before_restart=(lambda: self._evict("outbound")) if self.broker is not None else None,
-            ),
+            Service(name, [*cli, name], env, logs / f"{name}.log")
+            for name in ("ingest", "stream", "sink", "outbound")
         ]
         for service in self.services:
             service.start()
@@ -171,29 +147,11 @@ class LocalStack:
                 elif now >= service.next_start:
                     service.restarts += 1
                     service.next_start = 0.0
-                    if service.before_restart is not None:
-                        service.before_restart()
                     service.start()
-            if self.broker is not None and not self.broker.running:
-                print(f"the embedded broker stopped; see {self.broker.log_path}", flush=True)
+            if self.broker is not None and not any(node.running for node in self.broker.nodes):
+                print(f"Kafka stopped; see the broker.log files under {self.broker.data_dir}", flush=True)
                 return
             time.sleep(0.2)
-
-    def _evict(self, service: str) -> None:
-        """The embedded broker keeps a crashed consumer in its group forever: remove it first.
-
-        See README "Local stack" and postbacks.local.broker.evict_group_members.
-        """
-        s = self.settings
-        try:
-            if service == "stream":
-                evict_crashed_stream_worker(s.kafka_bootstrap_servers, s.topic_prefix, s.stream_worker_name)
-            elif service == "outbound":
-                evict_crashed_outbound(s.kafka_bootstrap_servers, s.topic_prefix, s.outbound_worker_name)
-            else:
-                evict_crashed_sink(s.kafka_bootstrap_servers, s.topic_prefix)
-        except Exception as exc:  # the restart goes ahead; Kafka's own timeout is the fallback
-            print(f"could not evict the crashed {service} from its group: {exc!r}", flush=True)
 
     def _shutdown(self) -> None:
         print("stopping ...", flush=True)
@@ -218,7 +176,8 @@ class LocalStack:
             f"  stream     1 worker (dedup, attribution, enrichment) -> conversions.attributed\n"
             f"  clickhouse {s.effective_clickhouse_dsn}   (`postbacks report`, `postbacks sql`)\n"
             "  outbound   postbacks to the [publishers.<id>] of the sources file -> outbound_postbacks\n"
-            f"  kafka      {s.kafka_bootstrap_servers}\n"
+            f"  kafka      {s.kafka_bootstrap_servers}"
+            f"{'   (' + self.broker.describe().split(' on ')[0] + ')' if self.broker else ''}\n"
             f"  data dir   {s.data_dir}\n"
             f"  sources    {s.effective_sources_file}\n"
             f"  logs       {s.data_dir / 'logs'}\n\n"

@@ -72,7 +72,7 @@ class Pipeline:
             if process is not None and process.poll() is not None
         ]
         for name in exited:
-            self.crash(name)  # already dead: the kill only evicts it from its groups
+            self.crash(name)  # already dead: the kill is a no-op, the restart is what counts
         return exited
 
 

@@ -1,7 +1,7 @@
 """The broker stopped and restarted under traffic, twice: nothing acknowledged is lost, nothing doubled.
 
-Unlike the other fault tests this one owns its broker (a clean stop: the embedded broker saves
-its log, as a restarted Apache Kafka node has it on disk). While it is down the ingest answers
+Unlike the other fault tests this one owns its broker (one Apache Kafka node, stopped by its
+controlled shutdown and started again on the same ports with its data). While it is down the ingest answers
 503 + Retry-After and the senders retry; the stream worker and the sink ride through the outage,
 or exit and are started again by the test as a supervisor would (what happened is printed).
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from postbacks.local.broker import EmbeddedBroker
+from postbacks.local.broker import LocalKafka
 from postbacks.settings import Settings
 from tests.faults.driver import Traffic, pipeline, wait_until_exact
 from tests.helpers import create_topics
@@ -30,7 +30,7 @@ def test_broker_restarted_under_traffic_loses_and_doubles_nothing(tmp_path: Path
     seed = int(os.environ.get("FAULT_SEED") or random.randrange(1 << 30))
     rng = random.Random(seed)
     print(f"FAULT_SEED={seed}")
-    broker = EmbeddedBroker(tmp_path / "kafka").start()
+    broker = LocalKafka(tmp_path / "kafka").start()
     try:
         settings = Settings(
             kafka_bootstrap_servers=broker.bootstrap_servers,

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from postbacks.local.broker import EmbeddedBroker
+from postbacks.local.broker import LocalKafka
 from postbacks.settings import Settings
 from postbacks.topics import Topics
 from schemas import POSTBACK_RAW
@@ -38,7 +38,7 @@ def send_until_accepted(client: httpx.Client, token: str, click_id: str, deadlin
 
 
 def test_outage_gives_503_and_loses_nothing_acknowledged(tmp_path: Path) -> None:
-    broker = EmbeddedBroker(tmp_path / "kafka").start()
+    broker = LocalKafka(tmp_path / "kafka").start()
     try:
         settings = Settings(
             kafka_bootstrap_servers=broker.bootstrap_servers,
@@ -56,7 +56,7 @@ def test_outage_gives_503_and_loses_nothing_acknowledged(tmp_path: Path) -> None
             for click_id in accepted:
                 assert send_until_accepted(client, ingest.token, click_id, 10) == 0
 
-            broker.stop()  # clean stop: the embedded broker saves its log
+            broker.stop()  # controlled shutdown
             down = client.get("/postback", params={"clickid": "during", "payout": "1", "token": ingest.token})
             assert down.status_code == 503 and down.json()["reason"] == "kafka_unavailable"
             assert "retry-after" in down.headers

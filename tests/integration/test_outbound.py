@@ -26,7 +26,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from outbound.plan import idempotency_key
-from postbacks.local.broker import evict_crashed_outbound, free_port
+from postbacks.local.broker import free_port
 from postbacks.local.receiver import Received, Receiver, always
 from postbacks.settings import Settings
 from postbacks.topics import Topics
@@ -124,13 +124,8 @@ class Outbound:
         return self
 
     def kill(self) -> None:
-        """SIGKILL (no flush, no commit), then the LeaveGroup the embedded broker needs (README)."""
+        """SIGKILL (no flush, no commit); a static group member, it takes its partitions back on restart."""
         kill_process(self.process)
-        evict_crashed_outbound(
-            self.settings.kafka_bootstrap_servers,
-            self.settings.topic_prefix,
-            self.settings.outbound_worker_name,
-        )
 
     def stop(self) -> None:
         stop_process(self.process)
