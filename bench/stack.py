@@ -26,7 +26,7 @@ from aiokafka.partitioner import murmur2
 from postbacks.local.broker import LocalKafka
 from postbacks.local.children import spawn
 from postbacks.settings import Settings
-from postbacks.topics import ensure_topics
+from postbacks.topics import ensure_topics, topic_partitions
 
 Record = tuple[bytes, bytes]  # (key, Avro value)
 
@@ -198,10 +198,7 @@ class OffsetWatch:
     async def __aenter__(self) -> OffsetWatch:
         self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap)
         await self._consumer.start()
-        await self._consumer.topics()
-        self._tps = [
-            TopicPartition(t, p) for t in self.topics for p in self._consumer.partitions_for_topic(t) or []
-        ]
+        self._tps = await topic_partitions(self._consumer, *self.topics)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

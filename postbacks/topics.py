@@ -12,6 +12,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -142,3 +143,17 @@ async def ensure_topics(settings: Settings, names: list[str] | None = None, time
                 )
     finally:
         await admin.close()
+
+
+async def topic_partitions(consumer: AIOKafkaConsumer, *topics: str) -> list[TopicPartition]:
+    """Every partition of `topics`, as the cluster reports them now (for consumers that assign).
+
+    aiokafka's `partitions_for_topic` answers from the metadata its client tracks, and a
+    consumer that assigns partitions itself (no subscription) tracks no topic: Apache Kafka
+    answers its Metadata request for no topics with none. (The emulator this project once
+    ran answered every such request with all topics, so reading partitions after `topics()`
+    worked there and finds nothing on Kafka.) `topics()` asks for all topics but keeps the
+    answer apart from the client's view; this reads the same answer.
+    """
+    cluster = await consumer._client.fetch_all_metadata()
+    return [TopicPartition(t, p) for t in topics for p in sorted(cluster.partitions_for_topic(t) or ())]

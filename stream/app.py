@@ -45,7 +45,7 @@ from faust.types import TP
 from postbacks.catalog import Catalog
 from postbacks.groups import stream_client, stream_group
 from postbacks.settings import Settings
-from postbacks.topics import Topics
+from postbacks.topics import Topics, topic_partitions
 from schemas import CLICK, DEAD_LETTER, FX_RATE, POSTBACK_RAW, STREAM_TICK, Codec, SchemaError, schema_name
 from stream.continuity import REWIND_RETRY_S, Continuity
 from stream.decide import CONVERSION_KIND, DUPLICATE_KIND, REJECTED_KIND, Decider, Emit
@@ -453,11 +453,7 @@ class StreamApp:
                 log.warning("fx.rates not readable yet", extra={"error": repr(exc)})
                 await asyncio.sleep(2.0)
         try:
-            partitions = consumer.partitions_for_topic(self.topics.fx_rates) or set()
-            if not partitions:
-                await consumer.topics()
-                partitions = consumer.partitions_for_topic(self.topics.fx_rates) or set()
-            consumer.assign([TopicPartition(self.topics.fx_rates, p) for p in partitions])
+            consumer.assign(await topic_partitions(consumer, self.topics.fx_rates))
             async for message in consumer:
                 try:
                     rate = codec.decode(message.value, message.headers)

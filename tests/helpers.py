@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from ingest.sources import write_starter_sources
 from postbacks.groups import sink_client, sink_group
 from postbacks.local.broker import free_port
 from postbacks.local.children import spawn
 from postbacks.settings import Settings
-from postbacks.topics import ensure_topics
+from postbacks.topics import ensure_topics, topic_partitions
 from schemas import STREAM_TICK, Codec, schema_name
 
 REPO = Path(__file__).resolve().parent.parent
@@ -86,8 +86,7 @@ async def _read(
     records: list[dict[str, Any]] = []
     try:
         await consumer.start()
-        await consumer.topics()  # loads cluster metadata
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        partitions = await topic_partitions(consumer, topic)
         assert partitions, f"topic {topic} has no partitions"
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)

@@ -16,7 +16,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from bench import profile
 from bench.measure import Figure, Sample, StageResult, Windows, at_least, steady_windows
@@ -25,7 +25,7 @@ from bench.stack import BenchStack, OffsetWatch, Service, committed, cpu_seconds
 from bench.traffic import CLICK_HEADERS, POSTBACK_HEADERS, clicks, postbacks
 from postbacks.groups import stream_group
 from postbacks.settings import Settings
-from postbacks.topics import Topics
+from postbacks.topics import Topics, topic_partitions
 from schemas import POSTBACK_RAW, Codec
 
 READY = "Worker ready"  # what Faust logs once the worker has its partitions and tables
@@ -48,8 +48,7 @@ async def raw_consume(settings: Settings, plan: Plan, total: int) -> Windows:
     )
     await consumer.start()
     try:
-        await consumer.topics()
-        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        tps = await topic_partitions(consumer, topic)
         consumer.assign(tps)
         seen, read_this_pass = 0, total  # starts with a seek to the beginning
         samples: list[Sample] = [(time.monotonic(), 0)]

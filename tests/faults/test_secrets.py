@@ -14,10 +14,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from ingest.auth import sign
 from postbacks.settings import Settings
+from postbacks.topics import topic_partitions
 from tests.faults.driver import pipeline
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.timeout(180)]
@@ -99,7 +100,7 @@ async def every_byte_on_topics(bootstrap: str, prefix: str) -> bytes:
     await consumer.start()
     try:
         topics = [t for t in await consumer.topics() if t.startswith(prefix)]
-        partitions = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()]
+        partitions = await topic_partitions(consumer, *topics)
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)

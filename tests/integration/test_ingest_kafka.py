@@ -7,10 +7,10 @@ from decimal import Decimal
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from postbacks.settings import Settings
-from postbacks.topics import Topics
+from postbacks.topics import Topics, topic_partitions
 from schemas import CLICK, POSTBACK_RAW, POSTBACK_REJECTED
 from tests.helpers import IngestProcess, read_topic
 
@@ -21,8 +21,7 @@ async def _end_offsets(bootstrap: str, topic: str) -> int:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
     await consumer.start()
     try:
-        await consumer.topics()
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        partitions = await topic_partitions(consumer, topic)
         return sum((await consumer.end_offsets(partitions)).values())
     finally:
         await consumer.stop()

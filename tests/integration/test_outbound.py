@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from outbound.plan import idempotency_key
 from postbacks.local.broker import free_port
 from postbacks.local.receiver import Received, Receiver, always
 from postbacks.settings import Settings
-from postbacks.topics import Topics
+from postbacks.topics import Topics, topic_partitions
 from schemas import CONVERSION, OUTBOUND_ATTEMPT, OUTBOUND_DEAD_LETTER, OUTBOUND_DELIVERY, Codec
 from tests.helpers import SinkProcess, kill_process, produce, spawn_cli, stop_process
 
@@ -187,8 +187,7 @@ async def _read_all(bootstrap: str, topic: str, schema: str) -> list[dict[str, A
     records: list[dict[str, Any]] = []
     await consumer.start()
     try:
-        await consumer.topics()
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        partitions = await topic_partitions(consumer, topic)
         assert partitions, topic
         consumer.assign(partitions)
         end = await consumer.end_offsets(partitions)
