@@ -50,11 +50,11 @@ def _env(name: str) -> dict[str, str]:
 class Settings:
     """Typed configuration. Field metadata names the environment variable."""
 
-    # Where local state lives: the embedded broker's data, the embedded ClickHouse
+    # Where local state lives: the local Kafka's data, the embedded ClickHouse
     # engine, generated secrets. Everything the local stack writes stays below it.
     data_dir: Path = field(default=Path(".data"), metadata=_env("POSTBACKS_DATA_DIR"))
 
-    # Kafka. Empty means "start the embedded broker" for `postbacks up` and tests;
+    # Kafka. Empty means "start Apache Kafka locally" for `postbacks up` and tests;
     # services started on their own (`postbacks ingest`) require it.
     kafka_bootstrap_servers: str = field(default="", metadata=_env("KAFKA_BOOTSTRAP_SERVERS"))
     # Prefix for every topic name, so several pipelines (or test cases) share a cluster.

@@ -1,7 +1,7 @@
 """End-to-end stage: from a postback's HTTP acknowledgement to its row in ClickHouse, at a fixed rate.
 
 The whole pipeline runs as `postbacks up` runs it (ingest, one stream worker, the sink,
-all on the embedded broker and engine, default settings); clicks are in first. The load
+all on the local Apache Kafka and the embedded engine, default settings); clicks are in first. The load
 generator offers postbacks at a fixed rate (open loop: a slow pipeline shows up as
 latency, not as fewer requests) and logs each acknowledgement with its request id. The
 bench polls `conversion_versions` every 0.1 s for new rows; the aggregates

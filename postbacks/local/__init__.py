@@ -1,1 +1,1 @@
-"""The local stack: embedded broker launcher and the `postbacks up` supervisor."""
+"""The local stack: the Apache Kafka launcher (and its installer) and the `postbacks up` supervisor."""
