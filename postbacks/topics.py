@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -132,7 +133,7 @@ async def ensure_topics(settings: Settings, names: list[str] | None = None, time
                 if code not in (0, TopicAlreadyExistsError.errno):
                     raise KafkaError(f"create topic {name}: error {code}")
             log.info("topics created", extra={"topics": missing})
-        described = await admin.describe_topics(topics)
+        described = await _describe_when_known(admin, topics, timeout_s)
         for topic in described:
             if topic["error_code"]:
                 raise KafkaError(f"describe {topic['topic']}: error {topic['error_code']}")
@@ -143,6 +144,29 @@ async def ensure_topics(settings: Settings, names: list[str] | None = None, time
                 )
     finally:
         await admin.close()
+
+
+#: Errors a topic's metadata has while a creation is still spreading through the cluster:
+#: UNKNOWN_TOPIC_OR_PARTITION (3), LEADER_NOT_AVAILABLE (5).
+_NOT_YET_KNOWN = frozenset({3, 5})
+
+
+async def _describe_when_known(
+    admin: AIOKafkaAdminClient, topics: list[str], timeout_s: float
+) -> list[dict[str, Any]]:
+    """Describe `topics`, asking again while a fresh one is not yet known to the broker asked.
+
+    CreateTopics returns once the controller has recorded the topics; brokers learn of them
+    from the metadata log a moment later, so a describe sent at once can get "unknown topic"
+    (Apache Kafka does this; the old emulator never did).
+    """
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        described: list[dict[str, Any]] = await admin.describe_topics(topics)
+        pending = [t for t in described if t["error_code"] in _NOT_YET_KNOWN]
+        if not pending or asyncio.get_running_loop().time() > deadline:
+            return described
+        await asyncio.sleep(0.1)
 
 
 async def topic_partitions(consumer: AIOKafkaConsumer, *topics: str) -> list[TopicPartition]:

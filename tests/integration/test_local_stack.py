@@ -55,7 +55,8 @@ def test_up_runs_the_stack_and_ctrl_c_stops_all_of_it(tmp_path: Path) -> None:
             time.sleep(0.2)
         banner = out.read_text()
         assert f"http://127.0.0.1:{port}" in banner, banner
-        bootstrap = re.search(r"^\s+kafka\s+(\S+)$", banner, re.MULTILINE).group(1)  # type: ignore[union-attr]
+        bootstrap = re.search(r"^\s+kafka\s+(\S+)", banner, re.MULTILINE).group(1)  # type: ignore[union-attr]
+        assert re.search(r"Apache Kafka 4\.\d+\.\d+ \(KRaft, 1 node", banner), banner  # the version runs
         source = load_sources(tmp_path / "data" / "sources.toml").get(None)
         assert source is not None and isinstance(source.auth, TokenAuth)
         token = source.auth.tokens[0]
