@@ -39,7 +39,7 @@ from typing import Any
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
+from aiokafka.errors import IllegalStateError, KafkaError
 from faust.types import TP
 
 from postbacks.catalog import Catalog
@@ -260,7 +260,23 @@ class StreamApp:
                 "source partition stalled with unread records: rewinding it",
                 extra={"topic": topic, "partition": partition, "missing_offset": missing},
             )
-            await consumer.seek(tp, missing)
+            await self._seek(tp, missing)
+
+    async def _seek(self, tp: TP, offset: int) -> None:
+        """Seek, unless a rebalance took the partition away during an await before it.
+
+        Then there is nothing to rewind: its next owner starts at the committed offset,
+        which is never past a record this worker has not finished (stream/commit_limit.py).
+        Apache Kafka's rebalances land between the awaits of the catch-up timer; the seek of
+        a revoked partition raised IllegalStateError and crashed the worker.
+        """
+        try:
+            await self.app.consumer.seek(tp, offset)
+        except IllegalStateError:
+            log.info(
+                "partition revoked before its rewind: left to its next owner",
+                extra={"topic": tp.topic, "partition": tp.partition, "offset": offset},
+            )
 
     async def _admit(self, message: Any) -> bool:
         """False for a record that came after a hole in its partition (stream/continuity.py).
@@ -291,7 +307,7 @@ class StreamApp:
                     "got_offset": message.offset,
                 },
             )
-            await consumer.seek(message.tp, missing)
+            await self._seek(message.tp, missing)
         return False
 
     def _load(self, key: bytes) -> ClickState | None:

@@ -95,7 +95,7 @@ def test_a_stream_worker_killed_beside_another_hands_its_partitions_over_exactly
             traffic.start()
             for _ in range(2):
                 time.sleep(rng.uniform(0.5, 3.0))
-                second.kill()  # SIGKILL, then the group forgets it (what its session timeout does)
+                second.kill()  # SIGKILL: the group moves its partitions when its session times out
                 settle(taken_over)
                 time.sleep(rng.uniform(0.5, 2.0))
                 second.start()

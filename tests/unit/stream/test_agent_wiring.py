@@ -193,3 +193,26 @@ async def test_a_partition_starts_at_the_offset_the_group_committed_asked_once_p
         await ctx.put(key=b"c5", value=clicks.encode(click("c5")), headers=clicks.headers, partition=1)
     assert app._load(b"c0") is not None and app._load(b"c1") is not None and app._load(b"c5") is not None
     assert len(asked) == 1  # partition 1 (nothing committed: from the log's first offset) asked no more
+
+
+async def test_a_rewind_of_a_partition_revoked_meanwhile_is_left_to_its_next_owner(
+    stream: tuple[StreamApp, list[Emit], list[Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rebalance during the catch-up timer's awaits: the seek finds the partition gone.
+
+    aiokafka raises IllegalStateError for it; that used to crash the worker (seen on Apache
+    Kafka in the two-worker kill test: the survivor crashed and the group was left empty).
+    """
+    from aiokafka.errors import IllegalStateError
+
+    app, _, _ = stream
+    sought: list[tuple[Any, int]] = []
+
+    async def revoked(tp: Any, offset: int) -> None:
+        sought.append((tp, offset))
+        raise IllegalStateError(f"No current assignment for partition {tp}")
+
+    monkeypatch.setattr(app.app.consumer, "seek", revoked)
+    tp = TP("clicks.raw", 0)
+    await app._seek(tp, 29)  # does not raise
+    assert sought == [(tp, 29)]
