@@ -347,12 +347,14 @@ class LocalKafka:
     def _node(self, node_id: int, port: int, controller_port: int) -> KafkaNode:
         return KafkaNode(node_id, self.host, port, controller_port, self.data_dir / f"node-{node_id}")
 
-    def _java(self, main: str, *args: str, heap: str) -> list[str]:
+    def _java(self, main: str, *args: str, heap: str, gc_log: Path | None = None) -> list[str]:
         assert self.kafka is not None
         return [
             java_binary(),
             f"-Xms{heap}" if main == "kafka.Kafka" else "-Xms32m",
             f"-Xmx{heap}",
+            # Heap after each collection, so the heap bound can be checked against real use.
+            *([f"-Xlog:gc:file={gc_log}::filecount=2,filesize=5m"] if gc_log else []),
             "-XX:+UseG1GC",
             "-XX:MaxGCPauseMillis=20",
             "-XX:+ExitOnOutOfMemoryError",
@@ -381,7 +383,9 @@ class LocalKafka:
             raise BrokerError(f"formatting {node.data_dir} failed ({done.returncode}):\n{output}")
 
     def _spawn(self, node: KafkaNode) -> None:
-        command = self._java("kafka.Kafka", str(node.properties_path), heap=self.heap)
+        command = self._java(
+            "kafka.Kafka", str(node.properties_path), heap=self.heap, gc_log=node.data_dir / "gc.log"
+        )
         node.process = spawn(command, node.log_path)
 
     def _wait_ready(self, nodes: list[KafkaNode], timeout_s: float) -> None:
