@@ -10,6 +10,7 @@ from postbacks.settings import Settings
 from sinks.clickhouse import ClickHouse, is_embedded
 from sinks.endpoint import QueryEndpoint
 from sinks.migrate import migrate
+from sinks.sql_access import load_access
 from sinks.tables import SPECS
 from sinks.writer import TableWriter
 
@@ -21,7 +22,15 @@ async def serve(settings: Settings) -> None:
     clickhouse = ClickHouse(dsn)
     applied = await clickhouse.run(migrate, clickhouse.client, settings.clickhouse_raw_ttl_days)
     log.info("clickhouse ready", extra={"dsn": dsn.split("@")[-1], "migrations_applied": applied})
-    endpoint = QueryEndpoint(clickhouse, settings.data_dir) if is_embedded(dsn) else None
+    endpoint = None
+    if is_embedded(dsn):
+        endpoint = QueryEndpoint(
+            dsn,
+            settings.data_dir,
+            load_access(settings.effective_sources_file),
+            settings.clickhouse_http_host,
+            settings.clickhouse_http_port,
+        )
     if endpoint is not None:
         await endpoint.start()
     stop = asyncio.Event()

@@ -126,6 +126,9 @@ class LocalStack:
             Service(name, [*cli, name], env, logs / f"{name}.log")
             for name in ("ingest", "stream", "sink", "outbound")
         ]
+        from sinks.endpoint import endpoint_file
+
+        endpoint_file(data_dir).unlink(missing_ok=True)  # a killed run's file names a dead port
         for service in self.services:
             service.start()
 
@@ -170,11 +173,13 @@ class LocalStack:
         if default is not None and isinstance(default.auth, TokenAuth):
             token = default.auth.tokens[0]
         self._wait_for_ingest(base)
+        sql = self._sql_endpoint_lines()
         print(
             "\npostback-pipeline is up (Ctrl-C stops everything)\n"
             f"  ingest     {base}   (/postback, /click, /healthz, /metrics)\n"
             f"  stream     1 worker (dedup, attribution, enrichment) -> conversions.attributed\n"
             f"  clickhouse {s.effective_clickhouse_dsn}   (`postbacks report`, `postbacks sql`)\n"
+            f"{sql}"
             "  outbound   postbacks to the [publishers.<id>] of the sources file -> outbound_postbacks\n"
             f"  kafka      {s.kafka_bootstrap_servers}"
             f"{'   (' + self.broker.describe().split(' on ')[0] + ')' if self.broker else ''}\n"
@@ -186,6 +191,28 @@ class LocalStack:
             f"  curl '{base}/postback?clickid=CLICK_ID&event_name=purchase&txid=T1&payout=1.5&currency=EUR"
             f"&token={token}'\n",
             flush=True,
+        )
+
+    def _sql_endpoint_lines(self, timeout_s: float = 60.0) -> str:
+        """The embedded engine's ClickHouse HTTP interface, once the sink serves it (none with a server)."""
+        from sinks.clickhouse import is_embedded
+        from sinks.endpoint import read_endpoint
+
+        if not is_embedded(self.settings.effective_clickhouse_dsn):
+            return ""
+        deadline = time.monotonic() + timeout_s
+        info = read_endpoint(self.settings.data_dir)
+        while info is None and time.monotonic() < deadline and not self._stopping:
+            time.sleep(0.2)
+            info = read_endpoint(self.settings.data_dir)
+        if info is None:
+            return f"  sql        (not up after {timeout_s:.0f}s; see {self.services[2].log_path})\n"
+        made_up = ""
+        if info["generated_password"]:
+            made_up = "   (made up for this run: no [sql] table in the sources file)"
+        return (
+            f"  sql        {info['url']}   (ClickHouse HTTP interface, read-only; any ClickHouse client)\n"
+            f"             user {info['user']}  password {info['password']}{made_up}\n"
         )
 
     def _wait_for_ingest(self, base: str, timeout_s: float = 30.0) -> None:
