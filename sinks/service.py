@@ -6,7 +6,12 @@ import asyncio
 import logging
 import signal
 
+from postbacks import metrics as postbacks_metrics
+from postbacks.groups import sink_group
+from postbacks.metrics import GroupLag
 from postbacks.settings import Settings
+from postbacks.topics import Topics
+from sinks import metrics
 from sinks.clickhouse import ClickHouse, is_embedded
 from sinks.endpoint import QueryEndpoint
 from sinks.migrate import migrate
@@ -33,6 +38,13 @@ async def serve(settings: Settings) -> None:
         )
     if endpoint is not None:
         await endpoint.start()
+    postbacks_metrics.serve(metrics.REGISTRY, settings.metrics_host, settings.sink_metrics_port)
+    topics = Topics(settings.topic_prefix)
+    lag = GroupLag(
+        settings.kafka_bootstrap_servers,
+        {sink_group(settings.topic_prefix, spec.name): [spec.topic(topics)] for spec in SPECS},
+    )
+    metrics.REGISTRY.register(lag.start())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -43,6 +55,7 @@ async def serve(settings: Settings) -> None:
     finally:
         if endpoint is not None:
             await endpoint.stop()
+        lag.stop()
         clickhouse.close()
         log.info(
             "sink stopped",

@@ -74,6 +74,18 @@ def pick_ingest_port(settings: Settings) -> int:
         return free_port(settings.ingest_host)
 
 
+def pick_port(env_name: str, host: str, default: int) -> int:
+    """The variable's port when set; otherwise `default` if free, else any free port."""
+    if env_name in os.environ:
+        return int(os.environ[env_name])
+    try:
+        with socket.socket() as sock:
+            sock.bind((host, default))
+        return default
+    except OSError:
+        return free_port(host)
+
+
 class LocalStack:
     def __init__(self, settings: Settings, brokers: int = 1) -> None:
         self.settings = settings
@@ -114,8 +126,14 @@ class LocalStack:
         if not sources_file.exists():
             write_starter_sources(sources_file)
             print(f"wrote a starter sources file with a fresh token: {sources_file}", flush=True)
+        host = settings.metrics_host
         settings = settings.with_overrides(
-            data_dir=data_dir, sources_file=sources_file.resolve(), ingest_port=pick_ingest_port(settings)
+            data_dir=data_dir,
+            sources_file=sources_file.resolve(),
+            ingest_port=pick_ingest_port(settings),
+            stream_metrics_port=pick_port("STREAM_METRICS_PORT", host, settings.stream_metrics_port),
+            sink_metrics_port=pick_port("SINK_METRICS_PORT", host, settings.sink_metrics_port),
+            outbound_metrics_port=pick_port("OUTBOUND_METRICS_PORT", host, settings.outbound_metrics_port),
         )
         self.settings = settings
         asyncio.run(ensure_topics(settings))
@@ -174,6 +192,14 @@ class LocalStack:
             token = default.auth.tokens[0]
         self._wait_for_ingest(base)
         sql = self._sql_endpoint_lines()
+        metrics = "  ".join(
+            f"{name} http://{s.metrics_host}:{port}/metrics"
+            for name, port in (
+                ("stream", s.stream_metrics_port),
+                ("sink", s.sink_metrics_port),
+                ("outbound", s.outbound_metrics_port),
+            )
+        )
         print(
             "\npostback-pipeline is up (Ctrl-C stops everything)\n"
             f"  ingest     {base}   (/postback, /click, /healthz, /metrics)\n"
@@ -181,6 +207,7 @@ class LocalStack:
             f"  clickhouse {s.effective_clickhouse_dsn}   (`postbacks report`, `postbacks sql`)\n"
             f"{sql}"
             "  outbound   postbacks to the [publishers.<id>] of the sources file -> outbound_postbacks\n"
+            f"  metrics    {metrics}\n"
             f"  kafka      {s.kafka_bootstrap_servers}"
             f"{'   (' + self.broker.describe().split(' on ')[0] + ')' if self.broker else ''}\n"
             f"  data dir   {s.data_dir}\n"
