@@ -5,26 +5,21 @@ HTTP interface, get the same numbers as `postbacks report`, and cannot write."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import clickhouse_connect
-import httpx
 import pytest
 
-from postbacks.local.broker import free_port
 from postbacks.local.kafka_install import cache_root
 from sinks.report import report_sql
 from tests.helpers import REPO
+from tests.integration.conftest import UpStack
 
 pytestmark = pytest.mark.integration
 
@@ -32,70 +27,15 @@ JDBC_DIR = Path(__file__).parent / "jdbc"
 REPORT = report_sql(["offer"])
 
 
-@dataclass
-class Stack:
-    process: subprocess.Popen[bytes]
-    env: dict[str, str]
-    banner: str
-    url: str
-    user: str
-    password: str
-    port: int
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("sql-up")
-    env = {k: v for k, v in os.environ.items() if k not in {"KAFKA_BOOTSTRAP_SERVERS", "TOPIC_PREFIX"}}
-    port = free_port()
-    env.update(
-        POSTBACKS_DATA_DIR=str(tmp / "data"),
-        INGEST_PORT=str(free_port()),
-        CLICKHOUSE_HTTP_PORT=str(port),
-        LOG_FORMAT="text",
-        SINK_BATCH_SECONDS="0.2",
-    )
-    out = tmp / "up.out"
-    with out.open("wb") as sink:
-        up = subprocess.Popen(
-            [sys.executable, "-m", "postbacks.cli", "up"],
-            env=env,
-            cwd=REPO,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 90
-        while "is up" not in out.read_text() and time.monotonic() < deadline:
-            assert up.poll() is None, out.read_text()
-            time.sleep(0.2)
-        banner = out.read_text()
-        match = re.search(r"^\s+sql\s+(\S+).*\n\s+user (\S+)\s+password (\S+)", banner, re.MULTILINE)
-        assert match, banner
-        ingest = re.search(r"^\s+ingest\s+(\S+)", banner, re.MULTILINE).group(1)  # type: ignore[union-attr]
-        for i in range(3):  # three clicks on two offers
-            offer = "o1" if i < 2 else "o2"
-            httpx.get(f"{ingest}/click", params={"offer_id": offer, "publisher_id": "p1", "format": "json"})
-        yield Stack(up, env, banner, match.group(1), match.group(2), match.group(3), port)
-    finally:
-        if up.poll() is None:
-            up.send_signal(signal.SIGINT)
-            try:
-                up.wait(45)
-            except subprocess.TimeoutExpired:
-                up.kill()
-                up.wait()
-
-
-def _client(stack: Stack) -> clickhouse_connect.driver.client.Client:
+def _client(up_stack: UpStack) -> clickhouse_connect.driver.client.Client:
     return clickhouse_connect.get_client(
-        host="127.0.0.1", port=stack.port, username=stack.user, password=stack.password
+        host="127.0.0.1", port=up_stack.port, username=up_stack.user, password=up_stack.password
     )
 
 
-def _report_rows(stack: Stack) -> list[tuple[object, ...]]:
+def _report_rows(up_stack: UpStack) -> list[tuple[object, ...]]:
     """The report by offer once the sink has written the three clicks."""
-    client = _client(stack)
+    client = _client(up_stack)
     deadline = time.monotonic() + 60
     rows: list[tuple[object, ...]] = []
     while time.monotonic() < deadline:
@@ -106,16 +46,16 @@ def _report_rows(stack: Stack) -> list[tuple[object, ...]]:
     raise AssertionError(rows)
 
 
-def test_up_prints_the_endpoint_with_the_sources_file_credentials(stack: Stack) -> None:
-    assert stack.url == f"http://127.0.0.1:{stack.port}"
-    sources = tomllib.loads((Path(stack.env["POSTBACKS_DATA_DIR"]) / "sources.toml").read_text())
-    assert (stack.user, stack.password) == (sources["sql"]["user"], sources["sql"]["password"])
+def test_up_prints_the_endpoint_with_the_sources_file_credentials(up_stack: UpStack) -> None:
+    assert up_stack.url == f"http://127.0.0.1:{up_stack.port}"
+    sources = tomllib.loads((Path(up_stack.env["POSTBACKS_DATA_DIR"]) / "sources.toml").read_text())
+    assert (up_stack.user, up_stack.password) == (sources["sql"]["user"], sources["sql"]["password"])
 
 
-def test_clickhouse_connect(stack: Stack) -> None:
-    rows = _report_rows(stack)
+def test_clickhouse_connect(up_stack: UpStack) -> None:
+    rows = _report_rows(up_stack)
     assert [(r[0], r[1]) for r in rows] == [("o1", 2), ("o2", 1)]
-    client = _client(stack)
+    client = _client(up_stack)
     frame = client.query_df(REPORT)
     assert list(zip(frame["offer"], frame["clicks"], strict=True)) == [("o1", 2), ("o2", 1)]
     table = client.query_arrow(REPORT)
@@ -125,7 +65,7 @@ def test_clickhouse_connect(stack: Stack) -> None:
     # `postbacks sql` is one more client of the same endpoint.
     cli = subprocess.run(
         [sys.executable, "-m", "postbacks.cli", "sql", "SELECT count() AS n FROM clicks", "--format", "json"],
-        env=stack.env,
+        env=up_stack.env,
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -134,20 +74,28 @@ def test_clickhouse_connect(stack: Stack) -> None:
     assert json.loads(cli.stdout) == [{"n": 3}]
 
 
-def test_curl(stack: Stack) -> None:
-    _report_rows(stack)
+def test_curl(up_stack: UpStack) -> None:
+    _report_rows(up_stack)
     curl = shutil.which("curl")
     assert curl, "curl is needed"
-    base = [curl, "-sS", "--compressed", "-u", f"{stack.user}:{stack.password}"]
+    base = [curl, "-sS", "--compressed", "-u", f"{up_stack.user}:{up_stack.password}"]
     out = subprocess.run(
-        [*base, "--data-binary", REPORT, f"{stack.url}/?default_format=JSONEachRow"],
+        [*base, "--data-binary", REPORT, f"{up_stack.url}/?default_format=JSONEachRow"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
     assert [(r["offer"], r["clicks"]) for r in map(json.loads, out.splitlines())] == [("o1", 2), ("o2", 1)]
     param = subprocess.run(
-        [*base, "-G", f"{stack.url}/", "--data-urlencode", "query=SELECT {n:UInt8} * 2", "-d", "param_n=21"],
+        [
+            *base,
+            "-G",
+            f"{up_stack.url}/",
+            "--data-urlencode",
+            "query=SELECT {n:UInt8} * 2",
+            "-d",
+            "param_n=21",
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -162,8 +110,8 @@ def test_curl(stack: Stack) -> None:
             "-w",
             "%{http_code}",
             "-u",
-            f"{stack.user}:wrong",
-            f"{stack.url}/?query=SELECT+1",
+            f"{up_stack.user}:wrong",
+            f"{up_stack.url}/?query=SELECT+1",
         ],
         capture_output=True,
         text=True,
@@ -198,8 +146,8 @@ def _jdbc_classpath() -> str:
 
 
 @pytest.mark.timeout(900)
-def test_jdbc_driver(stack: Stack, tmp_path: Path) -> None:
-    rows = _report_rows(stack)
+def test_jdbc_driver(up_stack: UpStack, tmp_path: Path) -> None:
+    rows = _report_rows(up_stack)
     libs = _jdbc_classpath()
     classes = tmp_path / "classes"
     subprocess.run(
@@ -211,9 +159,9 @@ def test_jdbc_driver(stack: Stack, tmp_path: Path) -> None:
             "-cp",
             f"{classes}:{libs}",
             "SqlProbe",
-            f"jdbc:clickhouse://127.0.0.1:{stack.port}",
-            stack.user,
-            stack.password,
+            f"jdbc:clickhouse://127.0.0.1:{up_stack.port}",
+            up_stack.user,
+            up_stack.password,
             REPORT,
         ],
         capture_output=True,
