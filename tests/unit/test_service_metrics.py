@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import socket
 from collections import Counter
 from dataclasses import dataclass, field
 
+import httpx
 from prometheus_client import CollectorRegistry, generate_latest
 
 from outbound.metrics import Destinations
-from postbacks.metrics import lag_by_partition
+from postbacks.metrics import lag_by_partition, serve
 from stream import metrics as stream_metrics
 from stream.decide import Emit
 
@@ -57,3 +59,15 @@ def test_stream_records_in_and_out() -> None:
     text = generate_latest(registry).decode()
     assert 'postbacks_stream_records_in_total{kind="clicks"} 4.0' in text
     assert f'postbacks_stream_records_out_total{{kind="conversion"}} {before + 1}.0' in text
+
+
+def test_metrics_server_takes_a_free_port_when_its_own_is_taken() -> None:
+    registry = CollectorRegistry()
+    registry.register(stream_metrics.StreamRecords(FakeStream({"clicks": 1})))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = serve(registry, "127.0.0.1", taken.getsockname()[1])
+        assert port != taken.getsockname()[1]
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    assert 'postbacks_stream_records_in_total{kind="clicks"} 1.0' in text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import stat
 import struct
 import threading
@@ -99,6 +100,10 @@ def test_the_endpoint_file_names_it_for_report_and_sql(served: tuple[Running, st
         ("SELECT 1 SETTINGS readonly = 0", 164),
         ("SELECT * FROM file('/etc/passwd', 'LineAsString')", 164),
         ("SELECT * FROM url('http://127.0.0.1:1/', 'CSV', 'a String')", 164),
+        ("SELECT * FROM remote('127.0.0.1:1', system.one)", 164),
+        ("SELECT * FROM s3('http://127.0.0.1:1/bucket/x.csv', 'CSV', 'a String')", 164),
+        ("SELECT * FROM executable('x.sh', 'TSV', 'a String')", 164),
+        ("SELECT * FROM mysql('127.0.0.1:1', 'd', 't', 'u', 'p')", 164),
         ("SELECT 1 INTO OUTFILE 'stolen.tsv'", 164),
         ("SELECT 1; DROP TABLE clicks", 62),
         ("SELECT * FROM no_such_table", 60),
@@ -212,3 +217,17 @@ def test_native_compression_and_compressed_query(served: tuple[Running, str]) ->
     assert response.content[16] == 0x82
     assert struct.unpack_from("<I", response.content, 21)[0] == len(b"0\n1\n2\n")
     assert chhttp.decompress_native(response.content) == b"0\n1\n2\n"
+
+
+def test_a_taken_port_gives_a_free_one() -> None:
+    from sinks.endpoint import bind
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        sock = bind("127.0.0.1", port)
+        try:
+            assert sock.getsockname()[1] not in {port, 0}
+        finally:
+            sock.close()
