@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 from prometheus_client import CollectorRegistry, generate_latest
@@ -49,16 +50,21 @@ def test_outbound_collector_reads_destinations_at_scrape_time() -> None:
 @dataclass
 class FakeStream:
     processed: dict[str, int]
+    datadir: Path = Path("/nonexistent")
 
 
-def test_stream_records_in_and_out() -> None:
+def test_stream_records_in_and_out_and_state_size(tmp_path: Path) -> None:
+    (tmp_path / "tables" / "click-state").mkdir(parents=True)
+    (tmp_path / "tables" / "click-state" / "000001.sst").write_bytes(b"x" * 1000)
+    (tmp_path / "LOCK").write_bytes(b"ab")
     registry = CollectorRegistry()
-    registry.register(stream_metrics.StreamRecords(FakeStream({"clicks": 4, "postbacks": 2})))
+    registry.register(stream_metrics.StreamRecords(FakeStream({"clicks": 4, "postbacks": 2}, tmp_path)))
     before = stream_metrics.EMITTED["conversion"]
     stream_metrics.count_out([Emit("conversion", b"k", b"v", 1), Emit("rejected", b"k", b"v", 2)])
     text = generate_latest(registry).decode()
     assert 'postbacks_stream_records_in_total{kind="clicks"} 4.0' in text
     assert f'postbacks_stream_records_out_total{{kind="conversion"}} {before + 1}.0' in text
+    assert "postbacks_stream_state_bytes 1002.0" in text
 
 
 def test_metrics_server_takes_a_free_port_when_its_own_is_taken() -> None:
