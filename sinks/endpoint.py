@@ -283,7 +283,6 @@ class QueryEndpoint:
             "written_rows": "0",
             "written_bytes": "0",
             "total_rows_to_read": str(answer.rows_read),
-            "result_rows": "0",
             "result_bytes": str(len(answer.body)),
             "elapsed_ns": str(int(answer.elapsed_s * 1e9)),
         }
