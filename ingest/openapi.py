@@ -194,13 +194,23 @@ def _postback_operation(method: str, with_source: bool, default_source: str) -> 
             },
         )
     if method == "POST":
-        free_form = {"type": "object", "additionalProperties": {"type": "string", "maxLength": 1024}}
+        # POST carries the fields in its body (the token may stay in the query, see security).
+        operation["parameters"] = [p for p in operation["parameters"] if p["in"] == "path"]
+        fields = {
+            "type": "object",
+            "properties": {
+                p["name"]: {**p["schema"], "description": p["description"]} for p in _POSTBACK_PARAMS
+            },
+            "additionalProperties": False,
+            "description": "other parameters are accepted too and kept in the record's `extra`",
+        }
         operation["requestBody"] = {
             "required": False,
-            "description": "more parameters, form-encoded or a flat JSON object",
+            "description": "the postback's fields, form-encoded or a flat JSON object (a field given both "
+            "in the query and the body is `repeated_parameter`)",
             "content": {
-                "application/x-www-form-urlencoded": {"schema": free_form},
-                "application/json": {"schema": free_form},
+                "application/x-www-form-urlencoded": {"schema": fields},
+                "application/json": {"schema": fields},
             },
         }
     return operation
