@@ -5,6 +5,7 @@ Routes:
   GET      /click                record a click in clicks.raw; 302 to the offer (or JSON)
   GET      /healthz              200 when the Kafka producer is connected, else 503
   GET      /metrics              Prometheus text
+  GET      /openapi.json         this service described (ingest/openapi.py)
 
 Every refusal is a 4xx with a JSON reason and is published to postbacks.rejected
 (awaiting that ack too, so nothing vanishes); when Kafka cannot take it, 503. A source
@@ -23,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ingest import metrics
+from ingest import metrics, openapi
 from ingest.auth import HmacAuth, NoAuth, TokenAuth, check_ip_allowed, client_ip
 from ingest.clicks import new_click_id, parse_click
 from ingest.http import (
@@ -96,6 +97,7 @@ class IngestApp:
         self._clicks = Codec(CLICK)
         self._rejected = Codec(POSTBACK_REJECTED)
         self._redact = Redactor(sources.secret_params, sources.secret_values)
+        self._openapi_json = openapi.spec_bytes(sources.default or "default")
         self._retry_after = [(b"retry-after", str(settings.retry_after_s).encode())]
         self._buckets = {
             name: TokenBucket(*source.rate_limit)
@@ -118,6 +120,8 @@ class IngestApp:
             route, handler = "healthz", self._healthz
         elif path == "/metrics":
             route, handler = "metrics", self._metrics
+        elif path == "/openapi.json":
+            route, handler = "openapi", self._openapi
         else:
             await send_json(send, 404, {"status": "error", "reason": "not_found"})
             return
@@ -356,6 +360,10 @@ class IngestApp:
     async def _metrics(self, request: Request, send: Send) -> int:
         metrics.IN_FLIGHT.set(self.publisher.in_flight)
         await send_bytes(send, 200, metrics.exposition(), b"text/plain; version=0.0.4; charset=utf-8")
+        return 200
+
+    async def _openapi(self, request: Request, send: Send) -> int:
+        await send_bytes(send, 200, self._openapi_json, b"application/json")
         return 200
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:

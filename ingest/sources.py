@@ -166,7 +166,12 @@ def write_starter_sources(path: Path) -> str:
         "[sources.default]\n"
         'auth = "token"\n'
         f'tokens = ["{token}"]\n'
-        'preset = "generic"\n',
+        'preset = "generic"\n'
+        "\n# Who may query the SQL endpoint (ClickHouse's HTTP interface, README \"Analysts' and\n"
+        "# operators' tools\"); without this table the sink makes up a password at every start.\n"
+        "[sql]\n"
+        'user = "analyst"\n'
+        f'password = "{secrets.token_urlsafe(18)}"\n',
         encoding="utf-8",
     )
     path.chmod(0o600)

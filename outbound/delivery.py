@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 
+from outbound import metrics
 from outbound.config import Publisher
 from outbound.job import Job
 from outbound.plan import signature_headers
@@ -84,6 +85,10 @@ class Destination:
     @property
     def name(self) -> str:
         return self.publisher.publisher_id
+
+    @property
+    def paused(self) -> bool:
+        return bool(self.breaker.paused)
 
     @property
     def waiting(self) -> int:
@@ -204,6 +209,8 @@ class Destination:
             latency_ms = int((now - started) * 1000)
             self._judge_destination(http_status, now)
             verdict = self.policy.after(attempt, http_status, now, job.deadline, self.rng.random())
+            metrics.ATTEMPTS.labels(self.name, verdict.outcome).inc()
+            metrics.REQUEST_SECONDS.labels(self.name).observe(now - started)
             job.attempts, job.last_status, job.last_error = attempt, http_status, error
             await self.recorder.attempt(
                 job, attempt, started, verdict.outcome, verdict.reason, http_status, latency_ms, error

@@ -29,6 +29,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import OffsetAndMetadata
 
 from ingest.sources import ConfigError
+from outbound import metrics
 from outbound.config import Publisher, load_publishers
 from outbound.delivery import Destination
 from outbound.job import Job
@@ -36,7 +37,9 @@ from outbound.plan import plan
 from outbound.progress import PartitionProgress
 from outbound.records import Recorder, load_states
 from outbound.state import FINAL, resume
+from postbacks import metrics as postbacks_metrics
 from postbacks.groups import outbound_client, outbound_group
+from postbacks.metrics import GroupLag
 from postbacks.partitions import ReadyPartitions
 from postbacks.settings import Settings
 from postbacks.topics import DELIVERY_STATE_RETENTION_MS, Topics
@@ -342,4 +345,12 @@ async def serve(settings: Settings, publishers: Mapping[str, Publisher]) -> None
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await OutboundWorker(settings, publishers).run(stop)
+    worker = OutboundWorker(settings, publishers)
+    postbacks_metrics.serve(metrics.REGISTRY, settings.metrics_host, settings.outbound_metrics_port)
+    metrics.REGISTRY.register(metrics.Destinations(lambda: worker.destinations))
+    lag = GroupLag(settings.kafka_bootstrap_servers, {worker.group: [worker.topic]})
+    metrics.REGISTRY.register(lag.start())
+    try:
+        await worker.run(stop)
+    finally:
+        lag.stop()

@@ -117,6 +117,10 @@ class Settings:
     sink_batch_rows: int = field(default=50_000, metadata=_env("SINK_BATCH_ROWS"))
     sink_batch_seconds: float = field(default=1.0, metadata=_env("SINK_BATCH_SECONDS"))
     clickhouse_raw_ttl_days: int = field(default=180, metadata=_env("CLICKHOUSE_RAW_TTL_DAYS"))
+    # ClickHouse's HTTP interface for the embedded engine, served by the sink (sinks/endpoint.py):
+    # loopback unless configured; 8123 when free, else any free port (0: any), printed by `up`.
+    clickhouse_http_host: str = field(default="127.0.0.1", metadata=_env("CLICKHOUSE_HTTP_HOST"))
+    clickhouse_http_port: int = field(default=8123, metadata=_env("CLICKHOUSE_HTTP_PORT"))
     # Currency rates: the shipped defaults unless a file is given; fx.rates topic overrides live.
     fx_rates_file: Path | None = field(default=None, metadata=_env("FX_RATES_FILE"))
     # Outbound postbacks to publishers (templates in the sources file's [publishers.<id>] tables).
@@ -135,6 +139,14 @@ class Settings:
     # Deliveries waiting per destination; beyond, new ones are dead-lettered (memory stays bounded).
     outbound_queue_limit: int = field(default=10_000, metadata=_env("OUTBOUND_QUEUE_LIMIT"))
     outbound_commit_interval_s: float = field(default=1.0, metadata=_env("OUTBOUND_COMMIT_INTERVAL_S"))
+
+    # Prometheus /metrics of the stream worker, the sink and the outbound worker (the ingest serves
+    # its own on its port). A port already taken (several workers on a host) gives a free one,
+    # logged; 0 = any free port. METRICS_HOST 0.0.0.0 lets a Prometheus elsewhere scrape them.
+    metrics_host: str = field(default="127.0.0.1", metadata=_env("METRICS_HOST"))
+    stream_metrics_port: int = field(default=9101, metadata=_env("STREAM_METRICS_PORT"))
+    sink_metrics_port: int = field(default=9102, metadata=_env("SINK_METRICS_PORT"))
+    outbound_metrics_port: int = field(default=9103, metadata=_env("OUTBOUND_METRICS_PORT"))
 
     log_level: str = field(default="INFO", metadata=_env("LOG_LEVEL"))
     log_format: str = field(default="json", metadata=_env("LOG_FORMAT"))
@@ -160,6 +172,11 @@ class Settings:
     def validate(self) -> None:
         if not 0 < self.ingest_port < 65536:
             raise SettingsError(f"INGEST_PORT out of range: {self.ingest_port}")
+        if not 0 <= self.clickhouse_http_port < 65536:
+            raise SettingsError(f"CLICKHOUSE_HTTP_PORT out of range: {self.clickhouse_http_port}")
+        for name in ("stream", "sink", "outbound"):
+            if not 0 <= getattr(self, f"{name}_metrics_port") < 65536:
+                raise SettingsError(f"{name.upper()}_METRICS_PORT out of range")
         if self.topic_partitions < 1:
             raise SettingsError("TOPIC_PARTITIONS must be at least 1")
         if self.publish_timeout_s <= 0:

@@ -6,10 +6,16 @@ import asyncio
 import logging
 import signal
 
+from postbacks import metrics as postbacks_metrics
+from postbacks.groups import sink_group
+from postbacks.metrics import GroupLag
 from postbacks.settings import Settings
+from postbacks.topics import Topics
+from sinks import metrics
 from sinks.clickhouse import ClickHouse, is_embedded
 from sinks.endpoint import QueryEndpoint
 from sinks.migrate import migrate
+from sinks.sql_access import load_access
 from sinks.tables import SPECS
 from sinks.writer import TableWriter
 
@@ -21,9 +27,24 @@ async def serve(settings: Settings) -> None:
     clickhouse = ClickHouse(dsn)
     applied = await clickhouse.run(migrate, clickhouse.client, settings.clickhouse_raw_ttl_days)
     log.info("clickhouse ready", extra={"dsn": dsn.split("@")[-1], "migrations_applied": applied})
-    endpoint = QueryEndpoint(clickhouse, settings.data_dir) if is_embedded(dsn) else None
+    endpoint = None
+    if is_embedded(dsn):
+        endpoint = QueryEndpoint(
+            dsn,
+            settings.data_dir,
+            load_access(settings.effective_sources_file),
+            settings.clickhouse_http_host,
+            settings.clickhouse_http_port,
+        )
     if endpoint is not None:
         await endpoint.start()
+    postbacks_metrics.serve(metrics.REGISTRY, settings.metrics_host, settings.sink_metrics_port)
+    topics = Topics(settings.topic_prefix)
+    lag = GroupLag(
+        settings.kafka_bootstrap_servers,
+        {sink_group(settings.topic_prefix, spec.name): [spec.topic(topics)] for spec in SPECS},
+    )
+    metrics.REGISTRY.register(lag.start())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -34,6 +55,7 @@ async def serve(settings: Settings) -> None:
     finally:
         if endpoint is not None:
             await endpoint.stop()
+        lag.stop()
         clickhouse.close()
         log.info(
             "sink stopped",

@@ -42,6 +42,7 @@ from postbacks.partitions import ReadyPartitions
 from postbacks.settings import Settings
 from postbacks.topics import Topics
 from schemas import Codec, SchemaError, all_versions, schema_name
+from sinks import metrics
 from sinks.avro_block import container, header, with_position_fields
 from sinks.clickhouse import ClickHouse
 from sinks.tables import Record, TableSpec
@@ -223,6 +224,7 @@ class TableWriter:
 
     def _undecodable(self, partition: int, offset: int, exc: SchemaError) -> None:
         self.undecodable += 1
+        metrics.RECORDS.labels(self.spec.name, "undecodable").inc()
         log.error(
             "undecodable record skipped",
             extra={"table": self.spec.name, "partition": partition, "offset": offset, "error": str(exc)},
@@ -256,6 +258,7 @@ class TableWriter:
         )
         decoded: list[tuple[int, Record]] | None = None
         backoff = 0.2
+        started, undecodable = time.monotonic(), self.undecodable
         while True:
             try:
                 if not batch.rows:
@@ -268,6 +271,7 @@ class TableWriter:
                     inserted = await self._insert_decoded(batch, decoded)
                 break
             except Exception as exc:  # ClickHouse away or failing: keep the batch, back off, retry
+                metrics.INSERT_FAILURES.labels(self.spec.name).inc()
                 log.warning(
                     "insert failed, retrying",
                     extra={
@@ -282,8 +286,19 @@ class TableWriter:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
         self.inserted += inserted
+        self._observe(batch, inserted, self.undecodable - undecodable, time.monotonic() - started)
         # If this fails the plan stays committed: whoever reads it next re-forms the batch, same token.
         await self._commit(tp, batch.last + 1, "")
+
+    def _observe(self, batch: Batch, inserted: int, skipped: int, insert_s: float) -> None:
+        """One batch in ClickHouse: a handful of metric updates, whatever its size."""
+        table = self.spec.name
+        metrics.RECORDS.labels(table, "inserted").inc(inserted)
+        metrics.RECORDS.labels(table, "filtered").inc(max(0, len(batch.rows) - inserted - skipped))
+        if batch.rows:
+            metrics.BATCH_ROWS.labels(table).observe(len(batch.rows))
+            metrics.BATCH_AGE.labels(table).observe(time.monotonic() - batch.started)
+            metrics.INSERT_SECONDS.labels(table).observe(insert_s)
 
     async def _commit(self, tp: TopicPartition, offset: int, metadata: str) -> bool:
         """Commit, or say the group moved on: the partition may already be another member's."""

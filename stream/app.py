@@ -47,6 +47,7 @@ from postbacks.groups import stream_client, stream_group
 from postbacks.settings import Settings
 from postbacks.topics import Topics, topic_partitions
 from schemas import CLICK, DEAD_LETTER, FX_RATE, POSTBACK_RAW, STREAM_TICK, Codec, SchemaError, schema_name
+from stream import metrics
 from stream.continuity import REWIND_RETRY_S, Continuity
 from stream.decide import CONVERSION_KIND, DUPLICATE_KIND, REJECTED_KIND, Decider, Emit
 from stream.faust_app import StreamFaustApp
@@ -388,9 +389,9 @@ class StreamApp:
         order with the partition's clicks and are replayed in the same order.
         """
         now = time.time()
-        due_partitions = {
-            entry["partition"] for _, entry in self._index_entries() if entry["due_at"] <= now * 1000
-        }
+        entries = list(self._index_entries())
+        metrics.HELD.set(len(entries))
+        due_partitions = {entry["partition"] for _, entry in entries if entry["due_at"] <= now * 1000}
         for partition in due_partitions:
             if now - self._last_tick_sent.get(partition, 0.0) < self.settings.stream_tick_interval_s:
                 continue
@@ -413,6 +414,7 @@ class StreamApp:
         commits offsets (at-least-once), and `_send_and_wait` still awaits each ack.
         """
         producer = self.app.producer
+        metrics.count_out(emits)
         futures = []
         for emit in emits:
             headers = self.decider.codecs[emit.kind].headers_for(emit.schema_version)

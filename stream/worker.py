@@ -8,8 +8,13 @@ from pathlib import Path
 
 import faust
 
+from postbacks import metrics as postbacks_metrics
 from postbacks.catalog import load_catalog
+from postbacks.groups import stream_group
+from postbacks.metrics import GroupLag
 from postbacks.settings import Settings
+from postbacks.topics import Topics
+from stream import metrics
 from stream.app import StreamApp
 from stream.registry import load_plugins
 
@@ -41,10 +46,20 @@ def build(settings: Settings) -> StreamApp:
     return stream
 
 
+def serve_metrics(settings: Settings, stream: StreamApp) -> None:
+    """/metrics on its own thread: records in/out, held postbacks, the group's lag from Kafka."""
+    postbacks_metrics.serve(metrics.REGISTRY, settings.metrics_host, settings.stream_metrics_port)
+    metrics.REGISTRY.register(metrics.StreamRecords(stream))
+    topics = Topics(settings.topic_prefix)
+    group = {stream_group(settings.topic_prefix): [topics.postbacks_raw, topics.clicks_raw]}
+    metrics.REGISTRY.register(GroupLag(settings.kafka_bootstrap_servers, group).start())
+
+
 def run(settings: Settings) -> None:
     """Blocks until SIGINT/SIGTERM; Faust then commits what was processed and stops."""
     stream = build(settings)
     stream.datadir.mkdir(parents=True, exist_ok=True)
+    serve_metrics(settings, stream)
     worker = faust.Worker(
         stream.app, loglevel=settings.log_level.lower(), override_logging=False, redirect_stdouts=False
     )

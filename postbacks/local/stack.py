@@ -74,6 +74,18 @@ def pick_ingest_port(settings: Settings) -> int:
         return free_port(settings.ingest_host)
 
 
+def pick_port(env_name: str, host: str, default: int) -> int:
+    """The variable's port when set; otherwise `default` if free, else any free port."""
+    if env_name in os.environ:
+        return int(os.environ[env_name])
+    try:
+        with socket.socket() as sock:
+            sock.bind((host, default))
+        return default
+    except OSError:
+        return free_port(host)
+
+
 class LocalStack:
     def __init__(self, settings: Settings, brokers: int = 1) -> None:
         self.settings = settings
@@ -114,8 +126,14 @@ class LocalStack:
         if not sources_file.exists():
             write_starter_sources(sources_file)
             print(f"wrote a starter sources file with a fresh token: {sources_file}", flush=True)
+        host = settings.metrics_host
         settings = settings.with_overrides(
-            data_dir=data_dir, sources_file=sources_file.resolve(), ingest_port=pick_ingest_port(settings)
+            data_dir=data_dir,
+            sources_file=sources_file.resolve(),
+            ingest_port=pick_ingest_port(settings),
+            stream_metrics_port=pick_port("STREAM_METRICS_PORT", host, settings.stream_metrics_port),
+            sink_metrics_port=pick_port("SINK_METRICS_PORT", host, settings.sink_metrics_port),
+            outbound_metrics_port=pick_port("OUTBOUND_METRICS_PORT", host, settings.outbound_metrics_port),
         )
         self.settings = settings
         asyncio.run(ensure_topics(settings))
@@ -126,6 +144,9 @@ class LocalStack:
             Service(name, [*cli, name], env, logs / f"{name}.log")
             for name in ("ingest", "stream", "sink", "outbound")
         ]
+        from sinks.endpoint import endpoint_file
+
+        endpoint_file(data_dir).unlink(missing_ok=True)  # a killed run's file names a dead port
         for service in self.services:
             service.start()
 
@@ -170,12 +191,23 @@ class LocalStack:
         if default is not None and isinstance(default.auth, TokenAuth):
             token = default.auth.tokens[0]
         self._wait_for_ingest(base)
+        sql = self._sql_endpoint_lines()
+        metrics = "  ".join(
+            f"{name} http://{s.metrics_host}:{port}/metrics"
+            for name, port in (
+                ("stream", s.stream_metrics_port),
+                ("sink", s.sink_metrics_port),
+                ("outbound", s.outbound_metrics_port),
+            )
+        )
         print(
             "\npostback-pipeline is up (Ctrl-C stops everything)\n"
             f"  ingest     {base}   (/postback, /click, /healthz, /metrics)\n"
             f"  stream     1 worker (dedup, attribution, enrichment) -> conversions.attributed\n"
             f"  clickhouse {s.effective_clickhouse_dsn}   (`postbacks report`, `postbacks sql`)\n"
+            f"{sql}"
             "  outbound   postbacks to the [publishers.<id>] of the sources file -> outbound_postbacks\n"
+            f"  metrics    {metrics}\n"
             f"  kafka      {s.kafka_bootstrap_servers}"
             f"{'   (' + self.broker.describe().split(' on ')[0] + ')' if self.broker else ''}\n"
             f"  data dir   {s.data_dir}\n"
@@ -186,6 +218,28 @@ class LocalStack:
             f"  curl '{base}/postback?clickid=CLICK_ID&event_name=purchase&txid=T1&payout=1.5&currency=EUR"
             f"&token={token}'\n",
             flush=True,
+        )
+
+    def _sql_endpoint_lines(self, timeout_s: float = 60.0) -> str:
+        """The embedded engine's ClickHouse HTTP interface, once the sink serves it (none with a server)."""
+        from sinks.clickhouse import is_embedded
+        from sinks.endpoint import read_endpoint
+
+        if not is_embedded(self.settings.effective_clickhouse_dsn):
+            return ""
+        deadline = time.monotonic() + timeout_s
+        info = read_endpoint(self.settings.data_dir)
+        while info is None and time.monotonic() < deadline and not self._stopping:
+            time.sleep(0.2)
+            info = read_endpoint(self.settings.data_dir)
+        if info is None:
+            return f"  sql        (not up after {timeout_s:.0f}s; see {self.services[2].log_path})\n"
+        made_up = ""
+        if info["generated_password"]:
+            made_up = "   (made up for this run: no [sql] table in the sources file)"
+        return (
+            f"  sql        {info['url']}   (ClickHouse HTTP interface, read-only; any ClickHouse client)\n"
+            f"             user {info['user']}  password {info['password']}{made_up}\n"
         )
 
     def _wait_for_ingest(self, base: str, timeout_s: float = 30.0) -> None:
