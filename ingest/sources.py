@@ -15,14 +15,20 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ingest.aliases import STATUS_PRESETS, build_alias_map
+from ingest.aliases import DEFAULT_EVENTS, STATUS_PRESETS, build_alias_map
 from ingest.auth import Auth, HmacAuth, IPNetwork, NoAuth, TokenAuth
 from ingest.parsing import NormaliseRules
 
 # Parameters never stored anywhere, whatever the source's own token parameter is called.
 ALWAYS_SECRET = frozenset({"token", "security_token", "signature", "sig", "secret", "api_key"})
 
-DEDUP_POLICIES = frozenset({"auto", "per_click", "per_transaction", "per_action"})
+# The stream's built-in policies (stream/rules/dedup.py); `auto` is the preset's vendor identity.
+DEDUP_POLICIES = frozenset(
+    {
+        "auto", "per_click", "per_transaction", "per_action", "legacy_auto",
+        "generic", "keitaro", "everflow", "tune", "affise", "voluum", "appsflyer",
+    }
+)  # fmt: skip
 
 
 class ConfigError(ValueError):
@@ -72,7 +78,7 @@ def parse_sources(data: Mapping[str, Any], where: str = "sources") -> SourceRegi
     secret_values = {v for s in sources.values() for v in _secrets_of(s.auth)}
     # Every source's rules drop every known secret name, not only its own.
     sources = {
-        name: replace(s, rules=NormaliseRules(s.rules.aliases, s.rules.statuses, secret_params))
+        name: replace(s, rules=replace(s.rules, secret_params=frozenset(secret_params)))
         for name, s in sources.items()
     }
     return SourceRegistry(
@@ -105,10 +111,13 @@ def _parse_source(name: str, spec: Any, where: str) -> Source:
     policy = spec.get("dedup_policy", "auto")
     if policy not in DEDUP_POLICIES:
         raise ConfigError(f"{at}: dedup_policy must be one of {sorted(DEDUP_POLICIES)}")
+    default_event = spec.get("default_event", DEFAULT_EVENTS.get(preset))
+    if default_event is not None and not (isinstance(default_event, str) and default_event.strip()):
+        raise ConfigError(f"{at}: default_event must be a non-empty event name")
     return Source(
         name=name,
         auth=_parse_auth(spec, at),
-        rules=NormaliseRules(aliases, statuses),
+        rules=NormaliseRules(aliases, statuses, default_event=default_event),
         allow_ips=_networks(spec.get("allow_ips", []), f"{at}.allow_ips"),
         dedup_policy=policy,
         rate_limit=_rate_limit(spec, at),

@@ -13,6 +13,9 @@ registry.dedup_policy("auto")(dedup.auto)
 registry.dedup_policy("per_click")(dedup.per_click)
 registry.dedup_policy("per_transaction")(dedup.per_transaction)
 registry.dedup_policy("per_action")(dedup.per_action)
+registry.dedup_policy("legacy_auto")(dedup.legacy_auto)
+for _name in sorted(set(dedup.VENDOR_POLICIES.values())):  # `auto` resolves to these per preset
+    registry.dedup_policy(_name)(getattr(dedup, _name))
 
 
 @registry.fraud_rule("ctit_too_short")

@@ -59,7 +59,9 @@ def read_topic(
     settings: Settings, topic: str, schema: str, expect: int, timeout_s: float = 15.0
 ) -> list[dict[str, Any]]:
     """Every record of `topic` from the beginning, decoded; waits until `expect` arrived (or timeout)."""
-    return asyncio.run(_read(settings.kafka_bootstrap_servers, topic, schema, expect, timeout_s))
+    return asyncio.run(
+        _read(settings.kafka_bootstrap_servers, topic, schema, expect, timeout_s, settings.topic_partitions)
+    )
 
 
 def _decoded(codec: Codec, messages: list[Any]) -> list[dict[str, Any]]:
@@ -76,7 +78,7 @@ def _decoded(codec: Codec, messages: list[Any]) -> list[dict[str, Any]]:
 
 
 async def _read(
-    bootstrap: str, topic: str, schema: str, expect: int, timeout_s: float
+    bootstrap: str, topic: str, schema: str, expect: int, timeout_s: float, partition_count: int
 ) -> list[dict[str, Any]]:
     codec = Codec(schema)
     # earliest: a seek_to_beginning racing the initial position lookup must not land at the end.
@@ -87,7 +89,9 @@ async def _read(
     try:
         await consumer.start()
         await consumer.topics()  # loads cluster metadata
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        # consumer.topics() does not teach the consumer its topics' partitions (aiokafka keeps that
+        # metadata apart): the caller's settings say how many the topic was created with.
+        partitions = [TopicPartition(topic, p) for p in range(partition_count)]
         assert partitions, f"topic {topic} has no partitions"
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)

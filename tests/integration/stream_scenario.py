@@ -77,9 +77,9 @@ def build(tag: str = "") -> Scenario:
     s.postback(p + "c1", "conversion", "approved", after_ms=HOUR, payout=Decimal("1.50"), currency="EUR")
     s.postback(p + "c1", "duplicate", "same_key", after_ms=HOUR, payout=Decimal("1.50"), currency="EUR")
     s.click(p + "c2", HOUR)
-    s.postback(p + "c2", "rejected", "ctit_too_short", after_ms=2_000)
+    s.postback(p + "c2", "rejected", "ctit_too_short", after_ms=2_000, event_name="install")
     s.click(p + "c3", 9 * DAY)
-    s.postback(p + "c3", "rejected", "outside_window", after_ms=8 * DAY)
+    s.postback(p + "c3", "rejected", "outside_window", after_ms=8 * DAY, event_name="install")
     s.click(p + "c4", 3 * DAY)
     s.postback(
         p + "c4",
@@ -146,7 +146,9 @@ async def _collect(settings: Settings, expect: int, timeout_s: float) -> list[tu
     await consumer.start()
     try:
         await consumer.topics()
-        partitions = [TopicPartition(t, p) for t in codecs for p in consumer.partitions_for_topic(t) or []]
+        # consumer.topics() does not teach the consumer its topics' partitions (aiokafka keeps that
+        # metadata apart); the test's settings made the topics, with this many partitions.
+        partitions = [TopicPartition(t, p) for t in codecs for p in range(settings.topic_partitions)]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         deadline = time.monotonic() + timeout_s
