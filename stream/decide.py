@@ -35,6 +35,7 @@ from schemas import CONVERSION, POSTBACK_DUPLICATE, POSTBACK_RAW, POSTBACK_REJEC
 from stream.registry import Registry, RuleContext, registry
 from stream.rules.attribution import DAY_MS, Attributed, AttributionRules, Refused, attribute
 from stream.rules.dedup import conversion_id, event_name, is_install
+from stream.rules.fraud import DEFAULT_ACTIONS, FLAGS_KEY
 from stream.rules.fx import QUANTUM, to_usd
 from stream.rules.payout import payout_for
 from stream.rules.status import advances, status_of
@@ -256,14 +257,22 @@ class Decider:
         result = attribute(postback, click, rules)
         if isinstance(result, Attributed):
             ctx = RuleContext(offer, rules, result, self.rates)
+            flags: list[str] = []
             for rule in self.registry.fraud_rules.values():
                 refused = rule(postback, click, ctx)
-                if refused is not None:
+                if refused is None:
+                    continue
+                action = self.catalog.fraud_action(
+                    click["offer_id"], refused.reason, DEFAULT_ACTIONS.get(refused.reason, "refuse")
+                )
+                if action == "flag" and refused.reason not in flags:
+                    flags.append(refused.reason)
+                elif action == "refuse":
                     result = refused
                     break
             else:
                 built = self._conversion(
-                    postback, click, key, cid, offset, status_of(postback.get("status")), ctx, None
+                    postback, click, key, cid, offset, status_of(postback.get("status")), ctx, None, flags
                 )
                 if isinstance(built, dict):
                     emit = self._encode(CONVERSION_KIND, click, built)
@@ -317,8 +326,13 @@ class Decider:
         status: str,
         ctx: RuleContext,
         previous: Record | None,
+        flags: list[str] | None = None,
     ) -> dict[str, Any] | Refused:
-        """The conversion record; amounts an update does not repeat carry over from `previous`."""
+        """The conversion record; amounts an update does not repeat carry over from `previous`.
+
+        `flags`: fraud signals the offer flags rather than refuses, kept in the enrichment map
+        (an update carries its conversion's flags: signals are decided once, on the first version).
+        """
         revenue, revenue_currency = postback.get("revenue"), postback.get("currency")
         if revenue is None and previous is not None:
             revenue, revenue_currency = previous["revenue"], previous["revenue_currency"]
@@ -395,6 +409,11 @@ class Decider:
         }
         for enrich in self.registry.enrichers.values():
             enrich(conversion, postback, click, ctx)
+        carried = (previous or {}).get("enrichment", {}).get(FLAGS_KEY) if previous is not None else None
+        if flags:
+            conversion["enrichment"][FLAGS_KEY] = ",".join(flags)
+        elif carried:
+            conversion["enrichment"][FLAGS_KEY] = carried
         return conversion
 
     def _rejection(self, postback: Record, click: Record | None, refusal: Refused, cid: str | None) -> Emit:
