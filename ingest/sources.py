@@ -54,6 +54,8 @@ class SourceRegistry:
     secret_params: frozenset[str] = field(default=ALWAYS_SECRET)
     # Every configured token and HMAC key: scrubbed from whatever a refused request left stored.
     secret_values: frozenset[str] = frozenset()
+    # The admin API's tokens by name ([admin.tokens]): the name is who made an adjustment.
+    admin_tokens: Mapping[str, str] = field(default_factory=dict)
 
     def get(self, name: str | None) -> Source | None:
         return self.sources.get(name or self.default)
@@ -75,7 +77,8 @@ def parse_sources(data: Mapping[str, Any], where: str = "sources") -> SourceRegi
     secret_params = ALWAYS_SECRET | {
         s.auth.param.lower() for s in sources.values() if isinstance(s.auth, TokenAuth)
     }
-    secret_values = {v for s in sources.values() for v in _secrets_of(s.auth)}
+    admin_tokens = _admin_tokens(data.get("admin", {}), f"{where}: admin")
+    secret_values = {v for s in sources.values() for v in _secrets_of(s.auth)} | set(admin_tokens.values())
     # Every source's rules drop every known secret name, not only its own.
     sources = {
         name: replace(s, rules=replace(s.rules, secret_params=frozenset(secret_params)))
@@ -87,7 +90,20 @@ def parse_sources(data: Mapping[str, Any], where: str = "sources") -> SourceRegi
         default=str(data.get("default_source", "default")),
         secret_params=frozenset(secret_params),
         secret_values=frozenset(secret_values),
+        admin_tokens=admin_tokens,
     )
+
+
+def _admin_tokens(spec: Any, at: str) -> dict[str, str]:
+    tokens = spec.get("tokens", {}) if isinstance(spec, dict) else None
+    if not isinstance(tokens, dict) or not all(
+        isinstance(name, str) and isinstance(token, str) and len(token) >= 16
+        for name, token in tokens.items()
+    ):
+        raise ConfigError(f"{at}: [admin.tokens] maps a name to a token of at least 16 characters")
+    if len(set(tokens.values())) != len(tokens):
+        raise ConfigError(f"{at}: two admins share a token, so who made a change would be unknown")
+    return dict(tokens)
 
 
 def _secrets_of(auth: Auth) -> tuple[str, ...]:
