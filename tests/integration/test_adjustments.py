@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -119,6 +123,39 @@ def test_adjustments_become_versions_once_and_the_aggregates_follow(
             ("approved", "alice", "dispute 7"),
             ("approved", "alice", "dispute 7"),
         ]
+        # `postbacks adjust`: the click found in ClickHouse, the token in the sources file.
+        with IngestProcess.start(settings, tmp_path / "cli", SOURCES_FILE=str(sources)) as ingest:
+            env = {
+                **os.environ,
+                **settings.with_overrides(data_dir=tmp_path / "sink", clickhouse_dsn="").to_env(),
+                "SOURCES_FILE": str(sources),
+            }
+            env.pop("CLICKHOUSE_DSN", None)
+            cli = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "postbacks.cli",
+                    "adjust",
+                    cid,
+                    "reject",
+                    "--reason",
+                    "fraud review",
+                    "--id",
+                    "adj-6",
+                    "--url",
+                    ingest.base_url,
+                ],  # fmt: skip
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        assert cli.returncode == 0, cli.stdout + cli.stderr
+        answer = json.loads(cli.stdout)
+        assert (answer["http_status"], answer["adjustment_id"]) == (202, "adj-6")
+        expected.append((answer["request_id"], "conversion", "rejected"))
+        assert collect(settings, expect=len(expected), timeout_s=60) == sorted(expected), worker.log_tail()
     finally:
         sink.stop()
         worker.stop()
