@@ -145,7 +145,7 @@ def test_adjustments_become_versions_once_and_the_aggregates_follow(
                     "adj-6",
                     "--url",
                     ingest.base_url,
-                ],  # fmt: skip
+                ],
                 env=env,
                 capture_output=True,
                 text=True,
