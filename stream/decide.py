@@ -473,7 +473,7 @@ class Decider:
         }
         for enrich in self.registry.enrichers.values():
             enrich(conversion, postback, click, ctx)
-        carried = (previous or {}).get("enrichment", {}).get(FLAGS_KEY) if previous is not None else None
+        carried = previous["enrichment"].get(FLAGS_KEY) if previous is not None else None
         if flags:
             conversion["enrichment"][FLAGS_KEY] = ",".join(flags)
         elif carried:
