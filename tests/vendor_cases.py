@@ -49,6 +49,7 @@ CASES: dict[str, list[Row]] = {
         ("transaction_id={c}&order_id=O2&status=rejected", C, "rejected", "B"),
         ("transaction_id={c}&amount=1&adv_event_id=8", C, "approved", "G"),  # an event, no order
         ("transaction_id={c}&amount=1&adv_event_id=8", D, "same_key", "G"),
+        ("transaction_id={c}&order_id=O2&status=pending", D, "status_not_advanced", "B"),  # late
     ],
     "tune": [
         ("transaction_id={c}&amount=10&adv_sub=S1&status=pending", C, "pending", "A"),
@@ -76,6 +77,8 @@ CASES: dict[str, list[Row]] = {
         ("cid={c}&payout=2&txid=T1&et=deposit", D, "same_key", "A"),
         ("cid={c}&payout=1", C, "approved", "N"),  # no txid, no et: the click's conversion
         ("cid={c}&payout=1", D, "same_key", "N"),
+        ("cid={c}&txid=T2&et=deposit&status=rejected", C, "rejected", "B"),  # a reversal of T2 only
+        ("cid={c}&txid=T2&et=deposit&status=pending", D, "status_not_advanced", "B"),  # late
     ],
     "appsflyer": [
         ("clickid={c}&install_unix_ts={t600}", C, "approved", "I"),  # no event name: an install
