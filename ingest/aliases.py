@@ -104,7 +104,12 @@ PRESETS: Mapping[str, AliasMap] = MappingProxyType(
             }
         ),
         "tune": _preset(
-            {"transaction_id": "click_id", "amount": "revenue", "adv_sub": "transaction_id"},
+            {
+                "transaction_id": "click_id",
+                "amount": "revenue",
+                "adv_sub": "transaction_id",
+                "goal_id": "goal",
+            },
         ),
         # Affise: {sum} is revenue, {action_id} the advertiser's conversion id, numeric statuses.
         "affise": _preset({"sum": "revenue"}),
@@ -119,6 +124,10 @@ PRESETS: Mapping[str, AliasMap] = MappingProxyType(
         ),
     }
 )
+
+#: The event a postback without an event name reports, per preset (absent: a plain conversion).
+#: Only an MMP says "install" by sending nothing: AppsFlyer's install postback has no event name.
+DEFAULT_EVENTS: Mapping[str, str] = MappingProxyType({"appsflyer": "install"})
 
 # Sender statuses mapped to the four the pipeline understands.
 CANONICAL_STATUSES: frozenset[str] = frozenset({"approved", "pending", "rejected", "hold"})
@@ -136,16 +145,19 @@ _GENERIC_STATUSES: dict[str, str] = {
     "hold": "hold",
 }
 
+_VENDOR_STATUSES: dict[str, dict[str, str]] = {
+    # Affise's numeric statuses.
+    "affise": {"1": "approved", "2": "pending", "3": "rejected", "5": "hold"},
+    # Keitaro: `rebill` is a further sale (its own `tid`), `sale` the default.
+    "keitaro": {"rebill": "approved"},
+}
+
 STATUS_PRESETS: Mapping[str, Mapping[str, str]] = MappingProxyType(
     {
         name: MappingProxyType(
             {
                 **_GENERIC_STATUSES,
-                **(
-                    {"1": "approved", "2": "pending", "3": "rejected", "5": "hold"}
-                    if name == "affise"
-                    else {}
-                ),
+                **_VENDOR_STATUSES.get(name, {}),
             }
         )
         for name in PRESETS

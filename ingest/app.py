@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ingest import metrics, openapi
+from ingest import admin, metrics, openapi
 from ingest.auth import HmacAuth, NoAuth, TokenAuth, check_ip_allowed, client_ip
 from ingest.clicks import new_click_id, parse_click
 from ingest.http import (
@@ -116,6 +116,8 @@ class IngestApp:
             route, handler = "postback", self._postback
         elif path == "/click":
             route, handler = "click", self._click
+        elif path.startswith(admin.PREFIX):
+            route, handler = "adjust", self._adjust
         elif path == "/healthz":
             route, handler = "healthz", self._healthz
         elif path == "/metrics":
@@ -125,7 +127,7 @@ class IngestApp:
         else:
             await send_json(send, 404, {"status": "error", "reason": "not_found"})
             return
-        allowed = ("GET", "POST") if route == "postback" else ("GET",)
+        allowed = {"postback": ("GET", "POST"), "adjust": ("POST",)}.get(route, ("GET",))
         if scope["method"] not in allowed:
             await send_json(
                 send,
@@ -177,6 +179,52 @@ class IngestApp:
         metrics.publish_seconds("postbacks.raw").observe(wait)
         await send_json(send, 200, {"status": "accepted", "request_id": ctx.request_id})
         return 200
+
+    async def _adjust(self, request: Request, send: Send) -> int:
+        """An advertiser adjustment (ingest/admin.py): authenticated, checked, on postbacks.raw."""
+        now = self.clock()
+        ctx = _Context(
+            request=request,
+            request_id=uuid.uuid4().hex,
+            received_ms=int(now * 1000),
+            sender_ip=client_ip(
+                request.peer, request.headers.get("x-forwarded-for"), self.sources.trusted_proxies
+            ),
+        )
+        try:
+            if request.body_too_large:
+                limit = self.settings.max_body_bytes
+                raise Refusal("body_too_large", f"body exceeds {limit} bytes", None, 413)
+            conversion_id = admin.conversion_id_of(request.path)
+            who = admin.admin_name(self.sources.admin_tokens, request.headers.get("authorization"))
+            fields = admin.parse_adjustment(request.body, request.content_type)
+            ctx.click_id = fields["click_id"]
+        except Refusal as refusal:
+            return await self._refuse(ctx, refusal, send)
+        record = admin.adjustment_record(
+            fields,
+            conversion_id,
+            who,
+            request_id=ctx.request_id,
+            received_at=ctx.received_ms,
+            method=request.method,
+            sender_ip=ctx.sender_ip,
+        )
+        try:
+            await self.publisher.publish(
+                self.topics.postbacks_raw,
+                record["click_id"].encode(),
+                self._raw.encode(record),
+                self._raw.headers,
+            )
+        except Unavailable as exc:
+            return await self._unavailable(send, exc)
+        log.info(
+            "adjustment accepted",
+            extra={"conversion_id": conversion_id, "by": who, "request_id": ctx.request_id},
+        )
+        await send_json(send, 202, {"status": "accepted", "request_id": ctx.request_id})
+        return 202
 
     def _accept(self, ctx: _Context, now: float) -> dict[str, Any]:
         """Everything between the bytes and the record: size, parameters, source, auth, validation."""

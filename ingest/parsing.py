@@ -201,11 +201,17 @@ def check_text(value: str, name: str, limit: int = MAX_VALUE_CHARS) -> str:
 
 @dataclass(frozen=True, slots=True)
 class NormaliseRules:
-    """What one source's parameters mean: its alias map, status words and secret names."""
+    """What one source's parameters mean: its alias map, status words and secret names.
+
+    `default_event`: the event a postback that names none reports (AppsFlyer's install
+    postbacks carry no event name: they are installs); None leaves it unnamed, which the
+    stream counts as a plain conversion, never an install.
+    """
 
     aliases: AliasMap
     statuses: Mapping[str, str]
     secret_params: frozenset[str] = frozenset()
+    default_event: str | None = None
 
 
 def normalise_postback(
@@ -243,6 +249,8 @@ def normalise_postback(
 
     for name, value in canonical.items():
         record[name] = _convert(name, value, rules, now_ms)
+    if record.get("event_name") is None and rules.default_event:
+        record["event_name"] = rules.default_event
     if (record.get("payout") is not None or record.get("revenue") is not None) and not record.get("currency"):
         record["currency"] = "USD"  # the convention of every tracker we alias: amounts default to USD
     return record

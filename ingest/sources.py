@@ -15,14 +15,20 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ingest.aliases import STATUS_PRESETS, build_alias_map
+from ingest.aliases import DEFAULT_EVENTS, STATUS_PRESETS, build_alias_map
 from ingest.auth import Auth, HmacAuth, IPNetwork, NoAuth, TokenAuth
 from ingest.parsing import NormaliseRules
 
 # Parameters never stored anywhere, whatever the source's own token parameter is called.
 ALWAYS_SECRET = frozenset({"token", "security_token", "signature", "sig", "secret", "api_key"})
 
-DEDUP_POLICIES = frozenset({"auto", "per_click", "per_transaction", "per_action"})
+# The stream's built-in policies (stream/rules/dedup.py); `auto` is the preset's vendor identity.
+DEDUP_POLICIES = frozenset(
+    {
+        "auto", "per_click", "per_transaction", "per_action", "legacy_auto",
+        "generic", "keitaro", "everflow", "tune", "affise", "voluum", "appsflyer",
+    }
+)  # fmt: skip
 
 
 class ConfigError(ValueError):
@@ -48,6 +54,8 @@ class SourceRegistry:
     secret_params: frozenset[str] = field(default=ALWAYS_SECRET)
     # Every configured token and HMAC key: scrubbed from whatever a refused request left stored.
     secret_values: frozenset[str] = frozenset()
+    # The admin API's tokens by name ([admin.tokens]): the name is who made an adjustment.
+    admin_tokens: Mapping[str, str] = field(default_factory=dict)
 
     def get(self, name: str | None) -> Source | None:
         return self.sources.get(name or self.default)
@@ -69,10 +77,11 @@ def parse_sources(data: Mapping[str, Any], where: str = "sources") -> SourceRegi
     secret_params = ALWAYS_SECRET | {
         s.auth.param.lower() for s in sources.values() if isinstance(s.auth, TokenAuth)
     }
-    secret_values = {v for s in sources.values() for v in _secrets_of(s.auth)}
+    admin_tokens = _admin_tokens(data.get("admin", {}), f"{where}: admin")
+    secret_values = {v for s in sources.values() for v in _secrets_of(s.auth)} | set(admin_tokens.values())
     # Every source's rules drop every known secret name, not only its own.
     sources = {
-        name: replace(s, rules=NormaliseRules(s.rules.aliases, s.rules.statuses, secret_params))
+        name: replace(s, rules=replace(s.rules, secret_params=frozenset(secret_params)))
         for name, s in sources.items()
     }
     return SourceRegistry(
@@ -81,7 +90,20 @@ def parse_sources(data: Mapping[str, Any], where: str = "sources") -> SourceRegi
         default=str(data.get("default_source", "default")),
         secret_params=frozenset(secret_params),
         secret_values=frozenset(secret_values),
+        admin_tokens=admin_tokens,
     )
+
+
+def _admin_tokens(spec: Any, at: str) -> dict[str, str]:
+    tokens = spec.get("tokens", {}) if isinstance(spec, dict) else None
+    if not isinstance(tokens, dict) or not all(
+        isinstance(name, str) and isinstance(token, str) and len(token) >= 16
+        for name, token in tokens.items()
+    ):
+        raise ConfigError(f"{at}: [admin.tokens] maps a name to a token of at least 16 characters")
+    if len(set(tokens.values())) != len(tokens):
+        raise ConfigError(f"{at}: two admins share a token, so who made a change would be unknown")
+    return dict(tokens)
 
 
 def _secrets_of(auth: Auth) -> tuple[str, ...]:
@@ -105,10 +127,13 @@ def _parse_source(name: str, spec: Any, where: str) -> Source:
     policy = spec.get("dedup_policy", "auto")
     if policy not in DEDUP_POLICIES:
         raise ConfigError(f"{at}: dedup_policy must be one of {sorted(DEDUP_POLICIES)}")
+    default_event = spec.get("default_event", DEFAULT_EVENTS.get(preset))
+    if default_event is not None and not (isinstance(default_event, str) and default_event.strip()):
+        raise ConfigError(f"{at}: default_event must be a non-empty event name")
     return Source(
         name=name,
         auth=_parse_auth(spec, at),
-        rules=NormaliseRules(aliases, statuses),
+        rules=NormaliseRules(aliases, statuses, default_event=default_event),
         allow_ips=_networks(spec.get("allow_ips", []), f"{at}.allow_ips"),
         dedup_policy=policy,
         rate_limit=_rate_limit(spec, at),

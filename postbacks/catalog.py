@@ -27,6 +27,9 @@ class CatalogError(ValueError):
 
 
 PAYOUT_KINDS = frozenset({"sender", "cpa", "revshare"})
+#: What the stream does with a fraud signal's finding (README "Fraud signals"): refuse the
+#: postback with the signal's reason, flag the conversion with it, or ignore it.
+FRAUD_ACTIONS = frozenset({"refuse", "flag", "off"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +58,8 @@ class Offer:
     ctit_min_s: float | None = None
     ctit_long_s: float | None = None
     click_ttl_days: float | None = None
+    # Signal reason -> action, for this offer (overrides the catalog's [fraud] table).
+    fraud: Mapping[str, str] = field(default_factory=dict)
 
     def landing_url(self, values: Mapping[str, str | None]) -> str | None:
         if self.url is None:
@@ -65,6 +70,15 @@ class Offer:
 @dataclass(frozen=True, slots=True)
 class Catalog:
     offers: Mapping[str, Offer]
+    # Signal reason -> action for every offer that does not set its own ([fraud] table).
+    fraud: Mapping[str, str] = field(default_factory=dict)
+
+    def fraud_action(self, offer_id: str, reason: str, default: str) -> str:
+        """The offer's action for a signal, else the catalog's, else the signal's own default."""
+        offer = self.offers.get(offer_id)
+        if offer is not None and reason in offer.fraud:
+            return offer.fraud[reason]
+        return self.fraud.get(reason, default)
 
     @property
     def restricts_offers(self) -> bool:
@@ -105,8 +119,18 @@ def parse_catalog(data: Mapping[str, Any]) -> Catalog:
             ctit_min_s=_number(spec, "ctit_min_s", at),
             ctit_long_s=_number(spec, "ctit_long_s", at),
             click_ttl_days=_number(spec, "click_ttl_days", at),
+            fraud=_fraud_actions(spec.get("fraud", {}), f"{at}.fraud"),
         )
-    return Catalog(offers=offers)
+    return Catalog(offers=offers, fraud=_fraud_actions(data.get("fraud", {}), "fraud"))
+
+
+def _fraud_actions(spec: Any, at: str) -> dict[str, str]:
+    if not isinstance(spec, dict):
+        raise CatalogError(f"{at} must be a table of signal = action")
+    bad = {k: v for k, v in spec.items() if v not in FRAUD_ACTIONS}
+    if bad:
+        raise CatalogError(f"{at}: actions must be one of {sorted(FRAUD_ACTIONS)}, got {bad}")
+    return {str(k): str(v) for k, v in spec.items()}
 
 
 def _number(spec: Mapping[str, Any], name: str, at: str) -> float | None:

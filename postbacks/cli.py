@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import random
 import sys
 from collections.abc import Callable
@@ -104,6 +105,27 @@ def _sql(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _adjust(settings: Settings, args: argparse.Namespace) -> int:
+    import httpx
+
+    from ingest.sources import ConfigError, load_sources
+    from postbacks.adjust import AdjustError, Adjustment, admin_token, send
+
+    adjustment = Adjustment(
+        args.conversion_id, args.action, args.reason, args.id or "", args.click_id, args.payout, args.currency
+    )
+    try:
+        token = admin_token(load_sources(settings.effective_sources_file).admin_tokens, args.admin)
+        url = args.url or f"http://{settings.ingest_host}:{settings.ingest_port}"
+        with httpx.Client(base_url=url, timeout=30) as client:
+            status, answer = send(client, adjustment, token, lambda sql: _query(settings, sql))
+    except (AdjustError, ConfigError, httpx.HTTPError) as exc:
+        print(f"postbacks adjust: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"http_status": status, **answer}))
+    return 0 if status == 202 else 1
+
+
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from postbacks.demo import run
 
@@ -182,6 +204,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--timeout", type=float, default=120.0, help="seconds to wait for the pipeline to drain"
     )
+    adjust = sub.add_parser(
+        "adjust", help="approve, reject or re-price a conversion through the admin API (audited, idempotent)"
+    )
+    adjust.add_argument("conversion_id")
+    adjust.add_argument("action", choices=["approve", "reject", "payout"])
+    adjust.add_argument("--reason", required=True, help="why: kept with the new version")
+    adjust.add_argument("--payout", help="the new payout (action payout)")
+    adjust.add_argument("--currency", help="ISO 4217 code of --payout (default USD)")
+    adjust.add_argument("--id", help="the adjustment id: repeat an earlier one to retry it safely")
+    adjust.add_argument("--click-id", help="the conversion's click (looked up in ClickHouse if omitted)")
+    adjust.add_argument("--admin", help="which admin token of [admin.tokens] (needed if several)")
+    adjust.add_argument("--url", help="the ingest's base URL (default http://INGEST_HOST:INGEST_PORT)")
     sub.add_parser("topics", help="create the pipeline's topics (idempotent) and list them")
     # Listed for help only: main() hands `bench ...` to bench.runner, which has its own options.
     sub.add_parser("bench", help="benchmarks: each stage against its baseline in the same run (bench -h)")
@@ -197,6 +231,7 @@ COMMANDS = {
     "report": _report,
     "sql": _sql,
     "demo": _demo,
+    "adjust": _adjust,
     "topics": _topics,
     "kafka": _kafka,
 }

@@ -72,6 +72,7 @@ ORDER BY {group}
 
 
 def refusals_sql(since: datetime | None = None, until: datetime | None = None) -> str:
+    """Refused and duplicate postbacks by reason; conversions flagged by a fraud signal (`flagged`)."""
     where = _where(since, until)
     return f"""
 SELECT kind, stage, reason, postbacks FROM
@@ -81,6 +82,9 @@ SELECT kind, stage, reason, postbacks FROM
     UNION ALL
     SELECT 'duplicate' AS kind, 'stream' AS stage, reason, toInt64(sum(duplicates)) AS postbacks
     FROM duplicates_hourly WHERE {where} GROUP BY reason
+    UNION ALL
+    SELECT 'flagged' AS kind, 'stream' AS stage, flag AS reason, toInt64(sum(conversions)) AS postbacks
+    FROM fraud_flags_hourly WHERE {where} GROUP BY flag
 )
 WHERE postbacks != 0
 ORDER BY kind, stage, reason

@@ -33,8 +33,10 @@ from postbacks.catalog import EMPTY_CATALOG, Catalog, Offer, PayoutRule
 from postbacks.settings import Settings
 from schemas import CONVERSION, POSTBACK_DUPLICATE, POSTBACK_RAW, POSTBACK_REJECTED, Codec
 from stream.registry import Registry, RuleContext, registry
+from stream.rules import adjustment
 from stream.rules.attribution import DAY_MS, Attributed, AttributionRules, Refused, attribute
 from stream.rules.dedup import conversion_id, event_name, is_install
+from stream.rules.fraud import DEFAULT_ACTIONS, FLAGS_KEY
 from stream.rules.fx import QUANTUM, to_usd
 from stream.rules.payout import payout_for
 from stream.rules.status import advances, status_of
@@ -55,6 +57,8 @@ ZERO = Decimal(0).quantize(QUANTUM)
 CONVERSION_KIND = "conversion"
 REJECTED_KIND = "rejected"
 DUPLICATE_KIND = "duplicate"
+#: The outcome of an adjustment's own decision (its record is a conversion version).
+ADJUSTMENT_KIND = "adjustment"
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +212,8 @@ class Decider:
         """Decide a postback whose click is known. Mutates `state` when `state_changed`."""
         click = state["click"]
         assert click is not None, "postbacks without a click wait in the pending table"
+        if adjustment.is_adjustment(postback):
+            return self._adjust(state, click, postback, offset)
         if int(click["clicked_at"]) > int(postback["received_at"]) + self.grace_ms:
             # The click came after the grace period: by the data, whichever was read first.
             return Outcome(False, [self.unknown_click(postback)])
@@ -236,12 +242,71 @@ class Decider:
 
     def unknown_click(self, postback: Record) -> Emit:
         """A postback whose click did not arrive within the grace period."""
+        if adjustment.is_adjustment(postback):
+            target = postback.get("adjustment_conversion_id")
+            refusal = Refused(
+                "unknown_conversion", f"no conversion {target!r} on click {postback['click_id']!r}"
+            )
+            return self._rejection(postback, None, refusal, target)
         refusal = Refused("unknown_click", f"no click {postback['click_id']!r} within the grace period")
         return self._rejection(postback, None, refusal, None)
 
+    def _adjust(self, state: ClickState, click: Record, postback: Record, offset: int) -> Outcome:
+        """An admin's adjustment: a new version of its conversion, once per adjustment id.
+
+        Its decision (key `adjustment|<id>`) keeps what it emitted, so a replay re-emits it
+        and a retry with the same id is a duplicate; the version is also appended to the
+        conversion's own decision, so later updates build on it (stream/rules/adjustment.py).
+        """
+        key = adjustment.key(postback)
+        target_id = postback.get("adjustment_conversion_id")
+        existing = find_decision(state, key)
+        if existing is not None:
+            if offset <= existing["emitted"][-1]["offset"]:
+                replayed = self._replay(existing, offset, click)
+                if replayed is not None:
+                    return Outcome(False, [replayed])
+            return Outcome(False, [self._duplicate(postback, click, existing, offset)])
+        target = next(
+            (
+                d
+                for d in state["decisions"]
+                if d["conversion_id"] == target_id and d["outcome"] == CONVERSION_KIND
+            ),
+            None,
+        )
+        result: dict[str, Any] | Refused
+        if target is None:
+            result = Refused(
+                "unknown_conversion", f"no conversion {target_id!r} on click {click['click_id']!r}"
+            )
+        elif state["expires_at"] < int(postback["received_at"]):
+            result = Refused("conversion_expired", "the conversion is older than its offer's click TTL")
+        else:
+            latest = target["emitted"][-1]
+            previous = self.codecs[CONVERSION_KIND].decode_version(latest["value"], latest["schema_version"])
+            result = adjustment.adjusted(previous, postback, offset, self.rates)
+        if isinstance(result, Refused):
+            emit = self._rejection(postback, click, result, target_id)
+            outcome, status = REJECTED_KIND, result.reason
+        else:
+            assert target is not None
+            emit = self._encode(CONVERSION_KIND, click, result)
+            outcome, status = ADJUSTMENT_KIND, result["status"]
+            target["emitted"].append(_emitted(offset, status, emit))
+        state["decisions"].append(
+            {
+                "dedup_key": key,
+                "conversion_id": str(target_id),
+                "outcome": outcome,
+                "emitted": [_emitted(offset, status, emit)],
+            }
+        )
+        return Outcome(True, [emit])
+
     def _replay(self, decision: Decision, offset: int, click: Record) -> Emit | None:
         """The record this offset emitted when first read, or None if it changed nothing then."""
-        kind = CONVERSION_KIND if decision["outcome"] == CONVERSION_KIND else REJECTED_KIND
+        kind = REJECTED_KIND if decision["outcome"] == REJECTED_KIND else CONVERSION_KIND
         for emitted in decision["emitted"]:
             if emitted["offset"] == offset:
                 return Emit(
@@ -256,14 +321,22 @@ class Decider:
         result = attribute(postback, click, rules)
         if isinstance(result, Attributed):
             ctx = RuleContext(offer, rules, result, self.rates)
+            flags: list[str] = []
             for rule in self.registry.fraud_rules.values():
                 refused = rule(postback, click, ctx)
-                if refused is not None:
+                if refused is None:
+                    continue
+                action = self.catalog.fraud_action(
+                    click["offer_id"], refused.reason, DEFAULT_ACTIONS.get(refused.reason, "refuse")
+                )
+                if action == "flag" and refused.reason not in flags:
+                    flags.append(refused.reason)
+                elif action == "refuse":
                     result = refused
                     break
             else:
                 built = self._conversion(
-                    postback, click, key, cid, offset, status_of(postback.get("status")), ctx, None
+                    postback, click, key, cid, offset, status_of(postback.get("status")), ctx, None, flags
                 )
                 if isinstance(built, dict):
                     emit = self._encode(CONVERSION_KIND, click, built)
@@ -317,8 +390,13 @@ class Decider:
         status: str,
         ctx: RuleContext,
         previous: Record | None,
+        flags: list[str] | None = None,
     ) -> dict[str, Any] | Refused:
-        """The conversion record; amounts an update does not repeat carry over from `previous`."""
+        """The conversion record; amounts an update does not repeat carry over from `previous`.
+
+        `flags`: fraud signals the offer flags rather than refuses, kept in the enrichment map
+        (an update carries its conversion's flags: signals are decided once, on the first version).
+        """
         revenue, revenue_currency = postback.get("revenue"), postback.get("currency")
         if revenue is None and previous is not None:
             revenue, revenue_currency = previous["revenue"], previous["revenue_currency"]
@@ -395,6 +473,11 @@ class Decider:
         }
         for enrich in self.registry.enrichers.values():
             enrich(conversion, postback, click, ctx)
+        carried = previous["enrichment"].get(FLAGS_KEY) if previous is not None else None
+        if flags:
+            conversion["enrichment"][FLAGS_KEY] = ",".join(flags)
+        elif carried:
+            conversion["enrichment"][FLAGS_KEY] = carried
         return conversion
 
     def _rejection(self, postback: Record, click: Record | None, refusal: Refused, cid: str | None) -> Emit:

@@ -17,16 +17,23 @@ from postbacks.topics import Topics
 from stream import metrics
 from stream.app import StreamApp
 from stream.registry import load_plugins
+from stream.rules.dedup import resolve_policy
 
 log = logging.getLogger(__name__)
 
 
 def source_policies(path: Path) -> dict[str, str]:
-    """Each source's `dedup_policy` from the sources file (the only part of it the stream needs)."""
+    """Each source's dedup policy from the sources file (the only part of it the stream needs).
+
+    `auto` (the default) becomes the identity of the source's vendor preset.
+    """
     if not path.exists():
         return {}
     data = tomllib.loads(path.read_text(encoding="utf-8"))
-    return {name: str(spec.get("dedup_policy", "auto")) for name, spec in data.get("sources", {}).items()}
+    return {
+        name: resolve_policy(str(spec.get("dedup_policy", "auto")), str(spec.get("preset", "generic")))
+        for name, spec in data.get("sources", {}).items()
+    }
 
 
 def build(settings: Settings) -> StreamApp:

@@ -77,9 +77,9 @@ def build(tag: str = "") -> Scenario:
     s.postback(p + "c1", "conversion", "approved", after_ms=HOUR, payout=Decimal("1.50"), currency="EUR")
     s.postback(p + "c1", "duplicate", "same_key", after_ms=HOUR, payout=Decimal("1.50"), currency="EUR")
     s.click(p + "c2", HOUR)
-    s.postback(p + "c2", "rejected", "ctit_too_short", after_ms=2_000)
+    s.postback(p + "c2", "rejected", "ctit_too_short", after_ms=2_000, event_name="install")
     s.click(p + "c3", 9 * DAY)
-    s.postback(p + "c3", "rejected", "outside_window", after_ms=8 * DAY)
+    s.postback(p + "c3", "rejected", "outside_window", after_ms=8 * DAY, event_name="install")
     s.click(p + "c4", 3 * DAY)
     s.postback(
         p + "c4",

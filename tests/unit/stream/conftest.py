@@ -52,6 +52,8 @@ def postback(click_id: str = "c1", after_s: float = 3600, **fields: Any) -> dict
     }
     for name in CANONICAL_FIELDS - {"click_id"}:  # every parameter field, absent unless given
         record[name] = None
+    # An install unless told otherwise: a postback without an event name is a plain conversion.
+    record["event_name"] = "install"
     record["install_time"] = CLICK_AT + int(after_s * 1000)
     record.update(fields)
     return record

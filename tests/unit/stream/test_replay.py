@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from postbacks.settings import Settings
 from stream.decide import CONVERSION_KIND, Decider, Emit
+from stream.rules.dedup import conversion_id
 from stream.state import ClickState
 from tests.unit.stream.conftest import CATALOG, CLICK_AT, click, postback
 
@@ -26,7 +27,9 @@ statuses = st.sampled_from([None, "pending", "hold", "approved", "rejected"])
 event = st.fixed_dictionaries(
     {
         "click": st.sampled_from(["c1", "c2"]),
-        "event_name": st.sampled_from([None, "purchase"]),
+        "event_name": st.sampled_from([None, "install", "purchase"]),
+        # An advertiser adjustment of the conversion with this transaction id instead of a postback.
+        "adjust": st.sampled_from([None, None, None, ("a1", "reject"), ("a1", "reject"), ("a2", "approve")]),
         "transaction_id": st.sampled_from([None, "T1", "T2"]),
         "status": statuses,
         "revenue": st.sampled_from([None, Decimal("1.5"), Decimal(7)]),
@@ -65,9 +68,18 @@ def test_replay_after_crash_is_invisible_downstream(specs: list[dict[str, Any]],
     decider = Decider(Settings(), CATALOG, {}, {"EUR": Decimal("1.1")})
     events = []
     for offset, spec in enumerate(specs, start=100):
-        fields = {k: v for k, v in spec.items() if k not in {"click", "after_s"}}
+        fields = {k: v for k, v in spec.items() if k not in {"click", "after_s", "adjust"}}
         if fields["event_name"]:
             fields["event_time"] = CLICK_AT + spec["after_s"] * 1000
+        if spec["adjust"] is not None:  # the target's id is what the generic identity gives it
+            target = conversion_id(spec["click"], f"txn|{spec['transaction_id'] or 'T1'}")
+            fields.update(
+                adjustment_id=spec["adjust"][0],
+                adjustment_action=spec["adjust"][1],
+                adjustment_conversion_id=target,
+                adjusted_by="alice",
+                adjustment_reason="review",
+            )
         events.append((offset, postback(spec["click"], after_s=spec["after_s"], **fields)))
 
     def fresh() -> dict[str, ClickState]:
