@@ -55,6 +55,35 @@ CLICK_REFUSALS: Mapping[int, Mapping[str, str]] = {
     },
     404: {"unknown_offer": "an offer not in the catalog (CATALOG_FILE restricts offers)"},
 }
+ADMIN_REFUSALS: Mapping[int, Mapping[str, str]] = {
+    400: {
+        "malformed_body": "not a JSON object",
+        "bad_value": "an unknown field, a non-string value, text with control characters, or payout/currency "
+        "on an approve or reject",
+        "value_too_long": "adjustment_id over 128 characters or reason over 1024",
+        "missing_adjustment_id": "no adjustment_id (the client's idempotency key)",
+        "missing_click_id": "no click_id (the stream's state is keyed by it)",
+        "missing_action": "no action",
+        "missing_reason": "no reason (every adjustment says why)",
+        "bad_click_id": "a click id that is not 1-256 printable ASCII characters",
+        "bad_action": "an action other than approve, reject or payout",
+        "missing_payout": "a payout action without payout",
+        "bad_number": "payout not a finite, non-negative number below 1e12",
+        "unknown_currency": "currency not an ISO 4217 code",
+    },
+    401: {"auth_missing": "no Authorization: Bearer <admin token>"},
+    403: {
+        "admin_disabled": "the sources file has no [admin.tokens]",
+        "auth_failed": "an admin token that does not match",
+    },
+    404: {
+        "not_found": "a path under /conversions/ other than /conversions/{conversion_id}/status",
+        "unknown_conversion": "a conversion id that is not 32 lower-case hex digits (a well-formed id the "
+        "stream does not know is refused there, on postbacks.rejected)",
+    },
+    413: {"body_too_large": "a body larger than INGEST_MAX_BODY_BYTES"},
+    415: {"unsupported_media_type": "a body that is not application/json"},
+}
 
 # Printable text: control characters are refused (`bad_value`).
 _TEXT = {"type": "string", "maxLength": 1024, "pattern": "^[^\\x00-\\x1f\\x7f]*$"}
@@ -216,6 +245,48 @@ def _postback_operation(method: str, with_source: bool, default_source: str) -> 
     return operation
 
 
+def _admin_operation() -> dict[str, Any]:
+    return {
+        "summary": "An advertiser adjustment: approve, reject or re-price a conversion (a new version)",
+        "operationId": "adjust_conversion",
+        "parameters": [
+            {
+                "name": "conversion_id",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+                "description": "the conversion's id (conversions.attributed, ClickHouse `conversions`)",
+            }
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["adjustment_id", "click_id", "action", "reason"],
+                        "properties": {
+                            "adjustment_id": {**_TEXT, "maxLength": 128},
+                            "click_id": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,256}$"},
+                            "action": {"type": "string", "enum": ["approve", "reject", "payout"]},
+                            "payout": _AMOUNT,
+                            "currency": {"type": "string", "pattern": "^[A-Za-z]{3}$"},
+                            "reason": _TEXT,
+                        },
+                        "additionalProperties": False,
+                    }
+                }
+            },
+        },
+        "responses": {
+            "202": _json("Accepted", "Accepted: the adjustment is in Kafka; the stream decides it"),
+            **{str(status): _refusal(reasons, stored=True) for status, reasons in ADMIN_REFUSALS.items()},
+            **_common("POST"),
+        },
+        "security": [{"admin": []}],
+    }
+
+
 def _click_operation() -> dict[str, Any]:
     return {
         "summary": "A click: recorded on clicks.raw, answered with a redirect to the offer or its click id",
@@ -333,6 +404,7 @@ def spec(default_source: str = "default", servers: Sequence[str] = ()) -> dict[s
                 "post": _postback_operation("POST", True, default_source),
             },
             "/click": {"get": _click_operation()},
+            "/conversions/{conversion_id}/status": {"post": _admin_operation()},
             "/healthz": _get_only(
                 "Ready when the Kafka producer is connected",
                 "healthz",
@@ -374,6 +446,11 @@ def spec(default_source: str = "default", servers: Sequence[str] = ()) -> dict[s
                     "description": "auth = hmac: sha256=<hex of HMAC(secret, '{ts}.' + query or body)>",
                 },
                 "hmac_timestamp": {"type": "apiKey", "in": "header", "name": "X-Timestamp"},
+                "admin": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "a token of the sources file's [admin.tokens]; its name is who adjusted",
+                },
             },
         },
     }

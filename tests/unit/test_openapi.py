@@ -5,9 +5,16 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from ingest.openapi import CLICK_REFUSALS, POSTBACK_REFUSALS, spec
+from ingest.openapi import ADMIN_REFUSALS, CLICK_REFUSALS, POSTBACK_REFUSALS, spec
 
 INGEST = Path(__file__).resolve().parents[2] / "ingest"
+
+
+# The fields each module refuses as f"missing_{name}".
+_REQUIRED = {
+    "clicks.py": ("offer_id", "publisher_id"),
+    "admin.py": ("adjustment_id", "click_id", "action", "reason"),
+}
 
 
 def _raised() -> set[tuple[str, int]]:
@@ -21,15 +28,15 @@ def _raised() -> set[tuple[str, int]]:
             status = node.args[3].value if len(node.args) > 3 else 400  # type: ignore[attr-defined]
             if isinstance(first, ast.Constant):
                 found.add((first.value, status))
-            else:  # f"missing_{required}" over the click's required fields
-                found |= {("missing_offer_id", status), ("missing_publisher_id", status)}
+            else:  # f"missing_{required}" over each route's required fields
+                found |= {(f"missing_{name}", status) for name in _REQUIRED[path.name]}
     return found
 
 
 def test_every_refusal_in_the_code_is_documented_with_its_status_and_no_other() -> None:
     documented = {
         (reason, status)
-        for table in (POSTBACK_REFUSALS, CLICK_REFUSALS)
+        for table in (POSTBACK_REFUSALS, CLICK_REFUSALS, ADMIN_REFUSALS)
         for status, reasons in table.items()
         for reason in reasons
     }
@@ -49,6 +56,7 @@ def test_each_refusal_status_lists_its_reasons_as_an_enum() -> None:
         "/postback",
         "/postback/{source}",
         "/click",
+        "/conversions/{conversion_id}/status",
         "/healthz",
         "/metrics",
         "/openapi.json",
