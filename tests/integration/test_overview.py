@@ -17,6 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from postbacks import demo, demo_outbound
@@ -155,3 +156,29 @@ def test_the_page_shows_what_report_says(day: Any, tmp_path: Path) -> None:
     groups = {g["group"]: g["records"] for g in health["lag"]}
     assert any("outbound" in g for g in groups) and any("sink" in g for g in groups), groups
     assert len(groups) >= 3, groups
+
+
+def test_the_page_refreshes_by_itself(day: Any) -> None:
+    """One more click shows on an open page at its next refresh, with no reload and no error."""
+    stack, _, _ = day
+    found = re.search(r"^\s+overview\s+(\S+)", stack.banner, re.MULTILINE)
+    assert found, stack.banner
+
+    async def watch() -> tuple[int, Any, list[str]]:
+        async with chromium() as page:
+            await page.call("Page.navigate", url=found.group(1))
+            before = (await show(page, "1", 1))["totals"]["clicks"]
+            async with httpx.AsyncClient() as client:
+                click = await client.get(
+                    f"{stack.ingest}/click", params={"offer_id": "o1", "publisher_id": "p1", "format": "json"}
+                )
+                assert click.status_code == 200, click.text
+            later = await page.wait_for(
+                f"window.overview.numbers.totals.clicks === {before + 1} && window.overview.refreshes",
+                timeout_s=60,
+            )
+            return before, later, page.errors
+
+    before, refreshes, errors = asyncio.run(watch())
+    assert refreshes >= 2, f"clicks stayed at {before}"
+    assert errors == []
