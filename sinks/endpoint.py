@@ -36,7 +36,7 @@ from typing import Any
 import chdb
 from aiohttp import web
 
-from sinks import chhttp
+from sinks import chhttp, overview
 from sinks.chhttp import ClickHouseError, QueryRequest
 from sinks.sql_access import Access
 
@@ -162,7 +162,16 @@ def bind(host: str, port: int) -> socket.socket:
 class QueryEndpoint:
     """The HTTP server; `start()` binds, writes the endpoint file, `stop()` removes it."""
 
-    def __init__(self, dsn: str, data_dir: Path, access: Access, host: str = "127.0.0.1", port: int = 8123):
+    def __init__(
+        self,
+        dsn: str,
+        data_dir: Path,
+        access: Access,
+        host: str = "127.0.0.1",
+        port: int = 8123,
+        metrics_urls: dict[str, str] | None = None,
+    ):
+        self.metrics_urls = metrics_urls or {}  # service -> its /metrics, for the overview's health
         self.engine = Engine(engine_path(dsn))
         self.path = endpoint_file(data_dir)
         self.access = access
@@ -178,6 +187,10 @@ class QueryEndpoint:
         app.router.add_get("/replicas_status", self._ok)
         app.router.add_route("GET", "/", self._root)
         app.router.add_route("POST", "/", self._root)
+        app.router.add_get("/overview", overview.redirect)
+        app.router.add_get("/overview/health", self._health)
+        app.router.add_get("/overview/", overview.page)
+        app.router.add_get("/overview/{name}", overview.page)
         return app
 
     async def start(self) -> None:
@@ -224,6 +237,19 @@ class QueryEndpoint:
             text=body,
             content_type="text/plain",
             headers={**self._headers(), "X-ClickHouse-Exception-Code": str(code)},
+        )
+
+    async def _health(self, request: web.Request) -> web.Response:
+        """The services' health for the overview page: the same credentials as a query."""
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        try:
+            who = chhttp.credentials(headers, dict(request.query))
+            if not self.access.allows(who.user, who.password):
+                raise ClickHouseError(516, "AUTHENTICATION_FAILED", f"{who.user}: Authentication failed")
+        except ClickHouseError as exc:
+            return self._error(exc.code, exc.body(self.engine.version))
+        return web.json_response(
+            await overview.health(self.metrics_urls), headers={"Cache-Control": "no-store"}
         )
 
     async def _root(self, request: web.Request) -> web.Response:

@@ -22,11 +22,28 @@ from sinks.writer import TableWriter
 log = logging.getLogger(__name__)
 
 
+def service_metrics(settings: Settings, sink_metrics_port: int) -> dict[str, str]:
+    """Where each service of the stack serves /metrics (the ports `postbacks up` gave them)."""
+
+    def url(host: str, port: int) -> str:
+        return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}/metrics"
+
+    return {
+        "ingest": url(settings.ingest_host, settings.ingest_port),
+        "stream": url(settings.metrics_host, settings.stream_metrics_port),
+        "sink": url(settings.metrics_host, sink_metrics_port),
+        "outbound": url(settings.metrics_host, settings.outbound_metrics_port),
+    }
+
+
 async def serve(settings: Settings) -> None:
     dsn = settings.effective_clickhouse_dsn
     clickhouse = ClickHouse(dsn)
     applied = await clickhouse.run(migrate, clickhouse.client, settings.clickhouse_raw_ttl_days)
     log.info("clickhouse ready", extra={"dsn": dsn.split("@")[-1], "migrations_applied": applied})
+    sink_metrics_port = postbacks_metrics.serve(
+        metrics.REGISTRY, settings.metrics_host, settings.sink_metrics_port
+    )
     endpoint = None
     if is_embedded(dsn):
         endpoint = QueryEndpoint(
@@ -35,10 +52,10 @@ async def serve(settings: Settings) -> None:
             load_access(settings.effective_sources_file),
             settings.clickhouse_http_host,
             settings.clickhouse_http_port,
+            metrics_urls=service_metrics(settings, sink_metrics_port),
         )
     if endpoint is not None:
         await endpoint.start()
-    postbacks_metrics.serve(metrics.REGISTRY, settings.metrics_host, settings.sink_metrics_port)
     topics = Topics(settings.topic_prefix)
     lag = GroupLag(
         settings.kafka_bootstrap_servers,

@@ -9,8 +9,10 @@ says how to install it.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -36,3 +38,28 @@ def ensure_prometheus() -> tuple[str, str]:
     if not (prometheus and promtool):
         pytest.fail(f"needs Prometheus and promtool: `sudo apt-get install {PACKAGE}` (Debian/Ubuntu)")
     return prometheus, promtool
+
+
+REPO = Path(__file__).resolve().parents[1]
+METRICS_MODULES = (
+    "ingest/metrics.py",
+    "sinks/metrics.py",
+    "outbound/metrics.py",
+    "stream/metrics.py",
+    "postbacks/metrics.py",
+)
+# What Prometheus adds to a metric's name: counters' _total, histograms' series.
+SUFFIXES = re.compile(r"_(total|bucket|sum|count|created)$")
+
+
+def exported_metrics() -> set[str]:
+    """Every `postbacks_*` metric name the services define, without Prometheus' suffixes."""
+    names: set[str] = set()
+    for path in METRICS_MODULES:
+        names |= set(re.findall(r'"(postbacks_[a-z_]+)"', (REPO / path).read_text()))
+    return {SUFFIXES.sub("", n) for n in names}
+
+
+def metric_names(expression: str) -> set[str]:
+    """The `postbacks_*` metrics an expression names, without Prometheus' suffixes."""
+    return {SUFFIXES.sub("", n) for n in re.findall(r"\b(postbacks_[a-z_]+)", expression)}

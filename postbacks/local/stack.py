@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -237,9 +238,11 @@ class LocalStack:
         made_up = ""
         if info["generated_password"]:
             made_up = "   (made up for this run: no [sql] table in the sources file)"
+        login = urllib.parse.urlencode({"user": info["user"], "password": info["password"]})
         return (
             f"  sql        {info['url']}   (ClickHouse HTTP interface, read-only; any ClickHouse client)\n"
             f"             user {info['user']}  password {info['password']}{made_up}\n"
+            f"  overview   {info['url']}/overview/#{login}   (live charts and health, in a browser)\n"
         )
 
     def _wait_for_ingest(self, base: str, timeout_s: float = 30.0) -> None:

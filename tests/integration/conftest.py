@@ -10,7 +10,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -32,10 +34,9 @@ class UpStack:
     metrics: dict[str, str]  # service -> its /metrics URL, as printed
 
 
-@pytest.fixture(scope="session")
-def up_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpStack]:
-    """`postbacks up` on free ports, with three clicks (offers o1, o1, o2) sent through its ingest."""
-    tmp = tmp_path_factory.mktemp("up-tools")
+@contextmanager
+def running_up(tmp: Path, extra_env: dict[str, str] | None = None) -> Iterator[UpStack]:
+    """`postbacks up` on free ports in `tmp`, until the block ends (then Ctrl-C, as a user stops it)."""
     env = {k: v for k, v in os.environ.items() if k not in {"KAFKA_BOOTSTRAP_SERVERS", "TOPIC_PREFIX"}}
     port = free_port()
     env.update(
@@ -47,6 +48,7 @@ def up_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpStack]:
         OUTBOUND_METRICS_PORT=str(free_port()),
         LOG_FORMAT="text",
         SINK_BATCH_SECONDS="0.2",
+        **(extra_env or {}),
     )
     out = tmp / "up.out"
     with out.open("wb") as sink:
@@ -68,12 +70,6 @@ def up_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpStack]:
         ingest = re.search(r"^\s+ingest\s+(\S+)", banner, re.MULTILINE)
         assert ingest, banner
         metrics = dict(re.findall(r"(\w+) (http://\S+/metrics)", banner))
-        for i in range(3):
-            offer = "o1" if i < 2 else "o2"
-            response = httpx.get(
-                f"{ingest.group(1)}/click", params={"offer_id": offer, "publisher_id": "p1", "format": "json"}
-            )
-            assert response.status_code == 200, response.text
         yield UpStack(
             up, env, banner, ingest.group(1), sql.group(1), sql.group(2), sql.group(3), port, metrics
         )
@@ -85,3 +81,16 @@ def up_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpStack]:
             except subprocess.TimeoutExpired:
                 up.kill()
                 up.wait()
+
+
+@pytest.fixture(scope="session")
+def up_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpStack]:
+    """`postbacks up` on free ports, with three clicks (offers o1, o1, o2) sent through its ingest."""
+    with running_up(tmp_path_factory.mktemp("up-tools")) as stack:
+        for i in range(3):
+            offer = "o1" if i < 2 else "o2"
+            response = httpx.get(
+                f"{stack.ingest}/click", params={"offer_id": offer, "publisher_id": "p1", "format": "json"}
+            )
+            assert response.status_code == 200, response.text
+        yield stack

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -87,3 +88,70 @@ def test_outbound_reads_the_mounted_sources_file_and_its_publishers(compose: dic
     assert sources.parent == Path(container_dir)
     publishers = load_publishers(REPO / host_dir / sources.name)  # every template valid
     assert publishers, "the example sources file shows a publisher"
+
+
+def test_prometheus_scrapes_every_service_where_it_serves_metrics(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    prometheus = services["prometheus"]
+    host_dir, container_dir = prometheus["volumes"][0].split(":")[:2]
+    config_arg = next(a for a in prometheus["command"] if a.startswith("--config.file="))
+    config_path = Path(config_arg.split("=", 1)[1])
+    assert config_path.parent == Path(container_dir)
+    config = yaml.safe_load((REPO / host_dir / config_path.name).read_text())
+    assert (REPO / host_dir / config["rule_files"][0]).exists()  # the alert rules come along
+    targets = {job["job_name"]: job["static_configs"][0]["targets"][0] for job in config["scrape_configs"]}
+    expected = {}
+    for name in ("ingest", "stream", "sink", "outbound"):
+        settings = Settings.from_env({k: str(v) for k, v in services[name]["environment"].items()})
+        port = settings.ingest_port if name == "ingest" else getattr(settings, f"{name}_metrics_port")
+        if name != "ingest":
+            assert settings.metrics_host == "0.0.0.0", name  # reachable from the prometheus container
+        expected[f"postbacks-{name}"] = f"{name}:{port}"
+    assert targets == expected
+    assert services["ingest"]["environment"]["INGEST_HOST"] == "0.0.0.0"
+
+
+def test_grafana_gets_the_plugin_its_data_sources_and_dashboards(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    grafana = services["grafana"]
+    assert "grafana-clickhouse-datasource" in grafana["environment"]["GF_INSTALL_PLUGINS"].split(",")
+    mounts = dict(v.split(":")[:2] for v in grafana["volumes"] if v.startswith("./"))
+    assert mounts["./deploy/grafana/provisioning"] == "/etc/grafana/provisioning"
+    provider = yaml.safe_load((REPO / "deploy/grafana/provisioning/dashboards/dashboards.yml").read_text())
+    dashboards_dir = provider["providers"][0]["options"]["path"]
+    assert mounts["./deploy/grafana/dashboards"] == dashboards_dir
+    home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert (REPO / "deploy/grafana/dashboards" / Path(home).name).exists()
+    assert Path(home).parent == Path(dashboards_dir)
+    sources = yaml.safe_load((REPO / "deploy/grafana/provisioning/datasources/datasources.yml").read_text())
+    by_type = {d["type"]: d for d in sources["datasources"]}
+    prom = urlparse(by_type["prometheus"]["url"])
+    assert prom.hostname in services and f"{prom.port}:{prom.port}" in services[prom.hostname]["ports"]
+    ch = by_type["grafana-clickhouse-datasource"]
+    ch_env = services["clickhouse"]["environment"]
+    assert ch["jsonData"]["host"] in services and ch["jsonData"]["port"] == 8123
+    assert ch["jsonData"]["protocol"] == "http"
+    assert (
+        ch["jsonData"]["username"],
+        ch["secureJsonData"]["password"],
+        ch["jsonData"]["defaultDatabase"],
+    ) == (
+        ch_env["CLICKHOUSE_USER"],
+        ch_env["CLICKHOUSE_PASSWORD"],
+        ch_env["CLICKHOUSE_DB"],
+    )
+    assert grafana["depends_on"]["clickhouse"]["condition"] == "service_healthy"
+    assert "prometheus" in grafana["depends_on"]
+
+
+def test_the_docker_prometheus_config_passes_promtool() -> None:
+    from tests.prometheus_tools import ensure_prometheus
+
+    _, promtool = ensure_prometheus()
+    check = subprocess.run(
+        [promtool, "check", "config", "prometheus.docker.yml"],
+        cwd=REPO / "deploy" / "prometheus",
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
