@@ -8,6 +8,7 @@ COPY ingest ./ingest
 COPY stream ./stream
 COPY schemas ./schemas
 COPY sinks ./sinks
+COPY outbound ./outbound
 RUN pip install --no-cache-dir .
 RUN useradd --system --uid 10001 postbacks
 USER postbacks

@@ -155,3 +155,14 @@ def test_the_docker_prometheus_config_passes_promtool() -> None:
         text=True,
     )
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_the_image_holds_every_package_a_compose_service_runs(compose: dict[str, Any]) -> None:
+    """Each service's `postbacks <command>` imports its package: the Dockerfile must copy it."""
+    copied = {
+        line.split()[1]
+        for line in (REPO / "Dockerfile").read_text().splitlines()
+        if line.startswith("COPY ") and len(line.split()) == 3
+    }
+    needed = {"postbacks", "schemas", "ingest", "stream", "sinks", "outbound"}
+    assert needed <= copied, f"not copied into the image: {sorted(needed - copied)}"
