@@ -198,10 +198,15 @@ class OffsetWatch:
     async def __aenter__(self) -> OffsetWatch:
         self._consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap)
         await self._consumer.start()
-        await self._consumer.topics()
-        self._tps = [
-            TopicPartition(t, p) for t in self.topics for p in self._consumer.partitions_for_topic(t) or []
-        ]
+        # Asked of the broker: a consumer's own metadata only covers topics it follows.
+        for _ in range(100):
+            cluster = await self._consumer._client.fetch_all_metadata()
+            self._tps = [
+                TopicPartition(t, p) for t in self.topics for p in cluster.partitions_for_topic(t) or []
+            ]
+            if all(cluster.partitions_for_topic(t) for t in self.topics):
+                break
+            await asyncio.sleep(0.1)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
