@@ -48,6 +48,7 @@ from postbacks.settings import Settings
 from postbacks.topics import Topics
 from schemas import DEAD_LETTER, FX_RATE, STREAM_TICK, Codec, SchemaError, schema_name
 from stream.batch import BatchDecider, Source
+from stream.changelog_buffer import DrainingProducerBuffer
 from stream.continuity import REWIND_RETRY_S, Continuity
 from stream.decide import CONVERSION_KIND, DUPLICATE_KIND, REJECTED_KIND, Decider, Emit
 from stream.faust_app import StreamFaustApp
@@ -194,8 +195,11 @@ class StreamApp:
                 for message in admitted:  # the partitions may be another worker's now: write nothing
                     self._unack(message)
                 return
-        self._states_io.write(result.states)
-        self._index_io.write(result.index)
+        producer = self.app.producer
+        buffer = producer.buffer
+        assert isinstance(buffer, DrainingProducerBuffer)
+        await self._states_io.write(result.states, producer, buffer)
+        await self._index_io.write(result.index, producer, buffer)
         for message in admitted:
             self.continuity.done(message.topic, message.partition, message.offset)
 

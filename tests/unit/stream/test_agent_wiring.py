@@ -55,6 +55,15 @@ def stream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[StreamApp, 
     monkeypatch.setattr(app.app.consumer, "earliest_offsets", log_starts_at_zero)
     monkeypatch.setattr(app, "_send", capture)
     monkeypatch.setattr(app, "_to_dead_letter", capture_dead)
+    changelog: list[tuple[str, bytes, bytes | None, int]] = []
+
+    async def changelog_send(topic: str, key: bytes, value: bytes | None, partition: int, *_: Any) -> Any:
+        changelog.append((topic, key, value, partition))
+        delivered: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        delivered.set_result(None)
+        return delivered
+
+    monkeypatch.setattr(app.app.producer, "send", changelog_send)  # only table writes reach it here
     put = AgentTestWrapper.put
 
     async def put_and_wait_for_its_batch(self: AgentTestWrapper, *args: Any, **kwargs: Any) -> Any:

@@ -22,7 +22,8 @@ from stream.batch import BatchDecider, Source, Written
 from stream.decide import Decider, Emit
 from tests.unit.stream.conftest import CATALOG, CLICK_AT, click, postback
 
-CLICKS, RAW, TICKS = Codec(CLICK, millis=True), Codec(POSTBACK_RAW, millis=True), Codec(STREAM_TICK, millis=True)
+CLICKS, RAW = Codec(CLICK, millis=True), Codec(POSTBACK_RAW, millis=True)
+TICKS = Codec(STREAM_TICK, millis=True)
 CLICK_IDS = ("c1", "c2", "c3", "c4", "never")  # "never" has no click at all
 
 
