@@ -27,6 +27,22 @@ from schemas import STREAM_TICK, Codec, schema_name
 REPO = Path(__file__).resolve().parent.parent
 
 
+async def all_partitions(
+    consumer: AIOKafkaConsumer, topics: list[str], timeout_s: float = 30.0
+) -> list[TopicPartition]:
+    """The topics' partitions, asked of the broker until each topic has some (a worker may create them).
+
+    A consumer's own metadata covers only topics it follows or that existed when it started.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        cluster = await consumer._client.fetch_all_metadata()
+        found = {t: sorted(cluster.partitions_for_topic(t) or []) for t in topics}
+        if all(found.values()) or time.monotonic() > deadline:
+            return [TopicPartition(t, p) for t in topics for p in found[t]]
+        await asyncio.sleep(0.2)
+
+
 def spawn_cli(command: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     """`postbacks <command>` as a child process that dies with the test run, output to `log_path`."""
     return spawn([sys.executable, "-m", "postbacks.cli", command], log_path, env)
@@ -86,8 +102,7 @@ async def _read(
     records: list[dict[str, Any]] = []
     try:
         await consumer.start()
-        await consumer.topics()  # loads cluster metadata
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        partitions = await all_partitions(consumer, [topic])
         assert partitions, f"topic {topic} has no partitions"
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)

@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from postbacks.settings import Settings
 from postbacks.topics import Topics
 from schemas import CONVERSION, POSTBACK_DUPLICATE, POSTBACK_REJECTED, Codec
+from tests.helpers import all_partitions
 
 HOUR = 3_600_000
 DAY = 24 * HOUR
@@ -145,8 +146,7 @@ async def _collect(settings: Settings, expect: int, timeout_s: float) -> list[tu
     seen: dict[tuple[str, Any], tuple[bytes, tuple[str, str, str]]] = {}
     await consumer.start()
     try:
-        await consumer.topics()
-        partitions = [TopicPartition(t, p) for t in codecs for p in consumer.partitions_for_topic(t) or []]
+        partitions = await all_partitions(consumer, list(codecs))
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         deadline = time.monotonic() + timeout_s
