@@ -200,6 +200,10 @@ class StreamApp:
         assert isinstance(buffer, DrainingProducerBuffer)
         await self._states_io.write(result.states, producer, buffer)
         await self._index_io.write(result.index, producer, buffer)
+        if self.app.consumer_generation_id != generation:
+            for message in admitted:  # a rebalance came while we sent: its records are read again
+                self._unack(message)
+            return
         for message in admitted:
             self.continuity.done(message.topic, message.partition, message.offset)
 
