@@ -17,6 +17,7 @@ class Plan:
     e2e_clicks: int = 5_000
     stream_clicks: int = 10_000  # clicks preloaded before the stream stage's postbacks
     stream_postbacks: int = 150_000  # ~15 events per click, 10% sender retries among them
+    stream_sparse_clicks: int = 60_000  # production's shape: half get one postback, half none
     sink_rows: int = 1_000_000
     profile_dir: Path | None = None  # py-spy profiles of each stage's service, when set
     quick: bool = False
@@ -34,5 +35,6 @@ class Plan:
             e2e_clicks=200,
             stream_clicks=300,
             stream_postbacks=3_000,
+            stream_sparse_clicks=2_000,
             sink_rows=20_000,
         )

@@ -169,15 +169,23 @@ async def _describe_when_known(
         await asyncio.sleep(0.1)
 
 
-async def topic_partitions(consumer: AIOKafkaConsumer, *topics: str) -> list[TopicPartition]:
-    """Every partition of `topics`, as the cluster reports them now (for consumers that assign).
+async def topic_partitions(
+    consumer: AIOKafkaConsumer, *topics: str, timeout_s: float = 30.0
+) -> list[TopicPartition]:
+    """Every partition of `topics`, as the cluster reports them (for consumers that assign).
 
     aiokafka's `partitions_for_topic` answers from the metadata its client tracks, and a
     consumer that assigns partitions itself (no subscription) tracks no topic: Apache Kafka
     answers its Metadata request for no topics with none. (The emulator this project once
     ran answered every such request with all topics, so reading partitions after `topics()`
     worked there and finds nothing on Kafka.) `topics()` asks for all topics but keeps the
-    answer apart from the client's view; this reads the same answer.
+    answer apart from the client's view; this reads the same answer, and asks again while a
+    topic has none yet (another process may be creating it), up to `timeout_s`.
     """
-    cluster = await consumer._client.fetch_all_metadata()
-    return [TopicPartition(t, p) for t in topics for p in sorted(cluster.partitions_for_topic(t) or ())]
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        cluster = await consumer._client.fetch_all_metadata()
+        found = {t: sorted(cluster.partitions_for_topic(t) or ()) for t in topics}
+        if all(found.values()) or asyncio.get_running_loop().time() > deadline:
+            return [TopicPartition(t, p) for t in topics for p in found[t]]
+        await asyncio.sleep(0.2)

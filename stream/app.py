@@ -46,13 +46,16 @@ from postbacks.catalog import Catalog
 from postbacks.groups import stream_client, stream_group
 from postbacks.settings import Settings
 from postbacks.topics import Topics, topic_partitions
-from schemas import CLICK, DEAD_LETTER, FX_RATE, POSTBACK_RAW, STREAM_TICK, Codec, SchemaError, schema_name
+from schemas import DEAD_LETTER, FX_RATE, STREAM_TICK, Codec, SchemaError, schema_name
 from stream import metrics
+from stream.batch import BatchDecider, Source
+from stream.changelog_buffer import DrainingProducerBuffer
 from stream.continuity import REWIND_RETRY_S, Continuity
 from stream.decide import CONVERSION_KIND, DUPLICATE_KIND, REJECTED_KIND, Decider, Emit
 from stream.faust_app import StreamFaustApp
 from stream.rules.fx import load_rates
 from stream.state import ClickState, StateCodec
+from stream.table_io import TableIO
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +74,11 @@ class StreamApp:
         self.rates: MutableMapping[str, Decimal] = load_rates(settings.fx_rates_file)
         self.decider = Decider(settings, catalog, source_policies, self.rates)
         self._state_codec = StateCodec()
-        self._clicks = Codec(CLICK, millis=True)
         self._ticks = Codec(STREAM_TICK, millis=True)
         self._dead = Codec(DEAD_LETTER, millis=True)
         self._last_tick_sent: dict[int, float] = {}
         self.processed = {"clicks": 0, "postbacks": 0, "ticks": 0, "dead_letter": 0, "rewound": 0}
+        self.handled = 0  # source records the agent has been through, processed or not
         self.continuity = Continuity()
         self._starts: dict[TP, int] | None = None  # per assignment: where each source partition begins
         self._assignments = 0
@@ -126,6 +129,9 @@ class StreamApp:
         self.pending_index = app.Table(
             "pending-index", partitions=settings.topic_partitions, key_type=bytes, value_type=bytes
         )
+        self.batcher = BatchDecider(self.decider)
+        self._states_io = TableIO(self.states)
+        self._index_io = TableIO(self.pending_index)
         self.agent = app.agent(self.source, name="attribute")(self._attribute)
         app.on_partitions_assigned.connect(self._on_assigned)
         app.commit_limit = self._commit_limit
@@ -146,26 +152,66 @@ class StreamApp:
     # -- the agent -----------------------------------------------------------------------------
 
     async def _attribute(self, stream: faust.StreamT[bytes]) -> None:
-        """Dispatch on the record's schema header (every producer of these topics sets it)."""
-        async for event in stream.events():
-            message = event.message
-            if not await self._admit(message):
-                continue
-            schema = schema_name(message.headers)
+        """Take the sources in batches and decide each batch in memory (stream/batch.py).
+
+        Faust acknowledges a batch's events when the next batch is asked for, after
+        `_process` handed over its outputs and changelog records; it commits them only
+        after flushing both (stream/changelog_buffer.py) and no further than
+        `continuity` says was finished.
+        """
+        settings = self.settings
+        assert isinstance(stream, faust.Stream)  # StreamT does not declare take_events
+        async for events in stream.take_events(settings.stream_batch_max, settings.stream_batch_within_s):
+            messages = [event.message for event in events]
             try:
-                if schema == POSTBACK_RAW:
-                    await self._send(
-                        self._on_postback(message.partition, message.offset, message.value, message.headers)
-                    )
-                elif schema == CLICK:
-                    await self._on_click(message.value, message.headers)
-                elif schema == STREAM_TICK:
-                    await self._on_tick(message.partition, message.value, message.headers)
-                else:
-                    raise SchemaError(f"unexpected schema header {schema!r} on {message.topic}")
-            except SchemaError as exc:
-                await self._to_dead_letter(message, exc)
+                await self._process(messages)
+            finally:
+                self.handled += len(messages)
+
+    async def _process(self, messages: list[Any]) -> None:
+        """One batch: admit (stream/continuity.py), decide, send the outputs, write the states."""
+        generation = self.app.consumer_generation_id
+        admitted = []
+        for message in messages:
+            if message.generation_id != generation:  # fetched before a rebalance: read again after it
+                self._unack(message)
+                continue
+            if await self._admit(message):
+                admitted.append(message)
+        if not admitted:
+            return
+        sources = [
+            Source(m.partition, m.offset, schema_name(m.headers), m.value, m.headers) for m in admitted
+        ]
+        result = self.batcher.run(sources, self._states_io, self._index_io)
+        for name, n in result.counts.items():
+            self.processed[name] += n
+        for source, exc in result.dead:
+            await self._to_dead_letter(admitted[sources.index(source)], exc)
+        futures = await self._send(result.emits)
+        if result.wait_for_outputs:
+            # Held postbacks were decided: their outputs are acknowledged before any state says so.
+            await asyncio.gather(*futures)
+            if self.app.consumer_generation_id != generation:
+                for message in admitted:  # the partitions may be another worker's now: write nothing
+                    self._unack(message)
+                return
+        producer = self.app.producer
+        buffer = producer.buffer
+        assert isinstance(buffer, DrainingProducerBuffer)
+        await self._states_io.write(result.states, producer, buffer)
+        await self._index_io.write(result.index, producer, buffer)
+        if self.app.consumer_generation_id != generation:
+            for message in admitted:  # a rebalance came while we sent: its records are read again
+                self._unack(message)
+            return
+        for message in admitted:
             self.continuity.done(message.topic, message.partition, message.offset)
+
+    def _unack(self, message: Any) -> None:
+        """Let Faust's ack of this message record nothing: it was not processed."""
+        message.acked = True
+        getattr(self.app.consumer, "_unacked_messages", set()).discard(message)
 
     def _on_assigned(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         self.continuity.forget()
@@ -285,7 +331,6 @@ class StreamApp:
         Such a record is neither processed nor acknowledged (Faust would otherwise count
         it as done and commit past the hole); the partition is rewound to the hole.
         """
-        consumer = self.app.consumer
         start = None
         if not self.continuity.knows(message.topic, message.partition):
             start = await self._start_offset(message.tp)
@@ -295,8 +340,7 @@ class StreamApp:
         missing = verdict.rewind_to
         if missing is None:
             return True
-        message.acked = True  # Faust's ack of a message already acked records nothing
-        getattr(consumer, "_unacked_messages", set()).discard(message)
+        self._unack(message)
         self.processed["rewound"] += 1
         if verdict.seek:
             log.warning(
@@ -314,68 +358,6 @@ class StreamApp:
     def _load(self, key: bytes) -> ClickState | None:
         raw = self.states.get(key)
         return None if raw is None else self._state_codec.load_state(raw)
-
-    def _save(self, key: bytes, state: ClickState) -> None:
-        if state["click"] is None and not state["pending"] and not state["decisions"]:
-            self.states.pop(key, None)
-        else:
-            self.states[key] = self._state_codec.dump_state(state)
-
-    async def _on_click(self, value: bytes, headers: Any) -> None:
-        self.processed["clicks"] += 1
-        click = self._clicks.decode(value, headers)
-        key = str(click["click_id"]).encode()
-        state = self._load(key)
-        updated, emits = self.decider.on_click(state, click)
-        if updated is None:
-            return  # already known: a replay, or a re-sent click
-        if emits:
-            await self._send_and_wait(emits)  # outputs first: a crash now repeats them, never loses them
-            self.pending_index.pop(key, None)
-        self._save(key, updated)
-
-    def _on_postback(self, partition: int, offset: int, value: bytes, headers: Any) -> list[Emit]:
-        self.processed["postbacks"] += 1
-        postback = self.decider.raw.decode(value, headers)
-        key = str(postback["click_id"]).encode()
-        state = self._load(key)
-        if state is None or state["click"] is None:
-            version = self.decider.raw.writer_version(headers)
-            held = self.decider.hold(state, offset, int(postback["received_at"]), value, version)
-            self._save(key, held)
-            self._index(key, held, partition)
-            return []
-        outcome = self.decider.on_postback(state, postback, offset)
-        if outcome.state_changed:
-            self._save(key, state)
-        return outcome.emits
-
-    def _index(self, key: bytes, state: ClickState, partition: int) -> None:
-        """Let the clock find a state holding postbacks, by when the first of them is due."""
-        due = self.decider.due_at(state)
-        if due is None:
-            self.pending_index.pop(key, None)
-        else:
-            self.pending_index[key] = self._state_codec.dump_index({"partition": partition, "due_at": due})
-
-    async def _on_tick(self, partition: int, value: bytes, headers: Any) -> None:
-        """A clock mark in the clicks log: refuse held postbacks whose click never came."""
-        self.processed["ticks"] += 1
-        at = int(self._ticks.decode(value, headers)["at"])
-        due = [
-            key
-            for key, entry in self._index_entries()
-            if entry["partition"] == partition and entry["due_at"] <= at
-        ]
-        for key in due:
-            state = self._load(key)
-            if state is None or not state["pending"]:
-                self.pending_index.pop(key, None)
-                continue
-            emits = self.decider.on_tick(state, at)
-            await self._send_and_wait(emits)  # outputs first, as for a click: repeats, never losses
-            self._save(key, state)
-            self._index(key, state, partition)
 
     def _index_entries(self) -> Iterable[tuple[bytes, Any]]:
         return [(key, self._state_codec.load_index(raw)) for key, raw in list(self.pending_index.items())]
@@ -411,7 +393,7 @@ class StreamApp:
         Straight to Faust's producer (aiokafka's), not through `Topic.send`: the bytes are
         final and the topic's serializers, sensors and per-message callbacks would only add
         work per event. Nothing is weakened: Faust flushes this same producer before it
-        commits offsets (at-least-once), and `_send_and_wait` still awaits each ack.
+        commits offsets (at-least-once), and `_process` awaits the acks where it must.
         """
         producer = self.app.producer
         metrics.count_out(emits)
@@ -422,10 +404,6 @@ class StreamApp:
                 await producer.send(self._output_names[emit.kind], emit.key, emit.value, None, None, headers)
             )
         return futures
-
-    async def _send_and_wait(self, emits: list[Emit]) -> None:
-        for future in await self._send(emits):
-            await future
 
     async def _to_dead_letter(self, message: Any, exc: Exception) -> None:
         """A poison message is kept with its error; the worker goes on instead of crash-looping."""

@@ -46,6 +46,11 @@ class DrainingProducerBuffer(ProducerBuffer):
         self.unacknowledged.add(delivery)
         delivery.add_done_callback(self._on_delivered)
 
+    def track(self, delivery: asyncio.Future[Any]) -> None:
+        """A record sent around the buffer (stream/table_io.py): the flush waits for it all the same."""
+        self.unacknowledged.add(delivery)
+        delivery.add_done_callback(self._on_delivered)
+
     def _on_delivered(self, delivery: asyncio.Future[Any]) -> None:
         self.unacknowledged.discard(delivery)
         if not delivery.cancelled() and delivery.exception() is not None and self.failure is None:

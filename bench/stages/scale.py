@@ -9,7 +9,7 @@ scales on a cluster.
 
 from __future__ import annotations
 
-from bench.measure import Figure, StageResult
+from bench.measure import Figure, StageResult, at_least
 from bench.plan import Plan
 from bench.stack import BenchStack
 from bench.stages.stream import run_workers
@@ -22,5 +22,12 @@ def run(stack: BenchStack, plan: Plan) -> StageResult:
     baseline = Figure.median_of("one worker", one.windows.rates, "postbacks/s")
     result = StageResult("scale", figure, [baseline])
     result.extra.append(Figure("workers' CPU", two.cores, "cores"))
+    per_cpu = [run.windows.median / run.cores if run.cores else float("nan") for run in (one, two)]
+    efficiency = per_cpu[1] / per_cpu[0]
+    result.extra += [
+        Figure("postbacks per worker-CPU-second, one worker", per_cpu[0], "postbacks"),
+        Figure("two workers", per_cpu[1], "postbacks"),
+    ]
+    result.targets.append(at_least("two workers' postbacks per CPU-second / one's", efficiency, 0.85))
     result.notes += [f"one worker: {one.windows.describe()}", f"two workers: {two.windows.describe()}"]
     return result

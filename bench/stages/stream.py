@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 
@@ -35,6 +36,7 @@ READY = "Worker ready"  # what Faust logs once the worker has its partitions and
 class StreamRun:
     windows: Windows
     cores: float  # CPU the workers used during the windows, in cores
+    clicks: Windows  # the preloaded clicks going through the workers (click state written)
 
 
 async def raw_consume(settings: Settings, plan: Plan, total: int) -> Windows:
@@ -71,6 +73,24 @@ async def raw_consume(settings: Settings, plan: Plan, total: int) -> Windows:
         await consumer.stop()
 
 
+def faust_floor(stack: BenchStack, settings: Settings, plan: Plan, total: int) -> Windows:
+    """A Faust agent that only iterates the same postbacks (bench/faust_floor.py), sampled by itself."""
+    topic = Topics(settings.topic_prefix).postbacks_raw
+    samples_file = settings.data_dir / "faust-floor.samples"
+    argv = [sys.executable, "-m", "bench.faust_floor", topic, str(total), str(samples_file)]
+    floor = stack.start_argv("faust-floor", argv, settings)
+    try:
+        floor.process.wait(300)
+    finally:
+        stack.stop(floor)
+    samples: list[Sample] = []
+    if samples_file.exists():
+        for line in samples_file.read_text().splitlines():
+            at, count = line.split()
+            samples.append((float(at), int(count)))
+    return steady_windows(samples, total, plan.warmup_s, plan.window_s, plan.windows)
+
+
 def _start_workers(stack: BenchStack, settings: Settings, n: int) -> list[Service]:
     """Start n workers and wait until each says ready (a restart appends to the same log)."""
     ready_before = []
@@ -85,16 +105,26 @@ def _start_workers(stack: BenchStack, settings: Settings, n: int) -> list[Servic
     return workers
 
 
-def run_workers(
-    stack: BenchStack, plan: Plan, n_workers: int, baseline: bool
-) -> tuple[StreamRun, Windows | None]:
-    """Measure `n_workers` workers on fresh topics (and the raw baseline on a copy of the input, if asked).
+@dataclass
+class Baselines:
+    raw: Windows  # aiokafka getmany + Avro decode
+    floor: Windows  # a Faust agent iterating the events, nothing else
 
-    The workers join while the topics are empty and stay up throughout: a group that
-    rebalances while a member commits is what the embedded broker handles worst
-    (README "Local stack"), and production workers are long-lived anyway.
+
+def run_workers(
+    stack: BenchStack, plan: Plan, n_workers: int, baseline: bool, sparse: bool = False
+) -> tuple[StreamRun, Baselines | None]:
+    """Measure `n_workers` workers on fresh topics (and the baselines on a copy of the input, if asked).
+
+    The workers join while the topics are empty and stay up throughout: production
+    workers are long-lived, and a join is not steady state. `sparse`: most clicks get
+    no postback and the others one (production's shape), instead of ~15 each.
     """
-    load = postbacks(plan.stream_postbacks, plan.stream_clicks)
+    n_clicks = plan.stream_sparse_clicks if sparse else plan.stream_clicks
+    if sparse:  # half the clicks get one postback, no sender retries
+        load = postbacks(n_clicks // 2, n_clicks, retry_every=n_clicks + 1)
+    else:
+        load = postbacks(plan.stream_postbacks, n_clicks)
     base = None
     if baseline:
         copy = stack.settings("stream-baseline")
@@ -102,29 +132,45 @@ def run_workers(
         asyncio.run(
             preload(copy.kafka_bootstrap_servers, topic, copy.topic_partitions, load, POSTBACK_HEADERS)
         )
-        base = asyncio.run(raw_consume(copy, plan, len(load)))
+        raw = asyncio.run(raw_consume(copy, plan, len(load)))
+        base = Baselines(raw, faust_floor(stack, copy, plan, len(load)))
 
-    settings = stack.settings(f"stream-{n_workers}w", ctit_min_s=0)
+    name = f"stream-{n_workers}w" + ("-sparse" if sparse else "")
+    settings = stack.settings(name, ctit_min_s=0)
     topics = Topics(settings.topic_prefix)
     bootstrap, parts = settings.kafka_bootstrap_servers, settings.topic_partitions
     workers = _start_workers(stack, settings, n_workers)
-    asyncio.run(preload(bootstrap, topics.clicks_raw, parts, clicks(plan.stream_clicks), CLICK_HEADERS))
     group = stream_group(settings.topic_prefix)
+    asyncio.run(preload(bootstrap, topics.clicks_raw, parts, clicks(n_clicks), CLICK_HEADERS))
+    # Each new click is one changelog record of the click table: the click path's progress.
+    click_samples = asyncio.run(_sample_clicks(bootstrap, f"{group}-click-state-changelog", n_clicks))
     deadline = time.monotonic() + 300
-    while asyncio.run(committed(bootstrap, group, topics.clicks_raw)) < plan.stream_clicks:
+    while asyncio.run(committed(bootstrap, group, topics.clicks_raw)) < n_clicks:
         if time.monotonic() > deadline:
             raise RuntimeError("stream workers did not read the preloaded clicks in 300 s")
         time.sleep(0.5)
 
     asyncio.run(preload(bootstrap, topics.postbacks_raw, parts, load, POSTBACK_HEADERS))
     outputs = [topics.conversions_attributed, topics.postbacks_duplicates, topics.postbacks_rejected]
-    samples, cores = asyncio.run(
-        _sample(bootstrap, outputs, workers, plan, len(load), f"stream-{n_workers}w")
-    )
+    samples, cores = asyncio.run(_sample(bootstrap, outputs, workers, plan, len(load), name))
     for worker in workers:
         stack.stop(worker)
     windows = steady_windows(samples, len(load), plan.warmup_s, plan.window_s, plan.windows)
-    return StreamRun(windows, cores), base
+    clicks_windows = steady_windows(click_samples, n_clicks, 0.5, plan.window_s, plan.windows)
+    return StreamRun(windows, cores, clicks_windows), base
+
+
+async def _sample_clicks(bootstrap: str, changelog: str, total: int) -> list[Sample]:
+    """Click-table changelog records every 0.1 s until every preloaded click has one (or 300 s)."""
+    samples: list[Sample] = []
+    async with OffsetWatch(bootstrap, [changelog]) as watch:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            samples.append((time.monotonic(), await watch.count()))
+            if samples[-1][1] >= total:
+                break
+            await asyncio.sleep(0.1)
+    return samples
 
 
 async def _sample(
@@ -162,16 +208,35 @@ async def _sample(
     return samples, cpu / max(samples[-1][0] - (first_move or samples[0][0]), 1e-9)
 
 
+def _cpu_us(run: StreamRun) -> float:
+    rate = run.windows.median
+    return run.cores * 1e6 / rate if rate else float("nan")
+
+
 def run(stack: BenchStack, plan: Plan) -> StageResult:
     worker, base = run_workers(stack, plan, 1, baseline=True)
     assert base is not None
+    sparse, _ = run_workers(stack, plan, 1, baseline=False, sparse=True)
     figure = Figure.median_of("one worker", worker.windows.rates, "postbacks/s")
-    baseline = Figure.median_of("raw consume + Avro decode", base.rates, "postbacks/s")
-    result = StageResult("stream", figure, [baseline])
-    result.extra.append(Figure("worker CPU", worker.cores, "cores"))
-    result.targets += [
-        at_least("ratio", result.ratio(baseline), 0.3),
-        at_least("postbacks/s", figure.value, 20_000),
+    baseline = Figure.median_of("raw consume + Avro decode", base.raw.rates, "postbacks/s")
+    floor = Figure.median_of("Faust agent iterating the events", base.floor.rates, "events/s")
+    result = StageResult("stream", figure, [baseline, floor])
+    result.extra += [
+        Figure("worker CPU", worker.cores, "cores"),
+        Figure("CPU per postback", _cpu_us(worker), "µs"),
+        Figure.median_of("0-1 postbacks a click", sparse.windows.rates, "postbacks/s"),
+        Figure("CPU per postback (0-1 a click)", _cpu_us(sparse), "µs"),
+        Figure.median_of("click path", sparse.clicks.rates, "clicks/s"),
     ]
-    result.notes.append(worker.windows.describe())
+    result.targets += [
+        at_least("ratio", result.ratio(baseline), 0.5),
+        at_least("postbacks/s", figure.value, 10_000),
+        at_least("clicks/s", sparse.clicks.median, 20_000),
+    ]
+    result.notes += [
+        f"~15 postbacks a click: {worker.windows.describe()}",
+        f"0-1 postbacks a click: {sparse.windows.describe()}",
+        f"click path: {sparse.clicks.describe()}",
+        f"Faust floor: {base.floor.describe()}",
+    ]
     return result

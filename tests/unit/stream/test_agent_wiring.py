@@ -7,10 +7,12 @@ that sends them; everything else is the real app.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import pytest
+from faust.agents.agent import AgentTestWrapper
 from faust.types import TP
 
 from postbacks.catalog import EMPTY_CATALOG
@@ -23,7 +25,9 @@ from tests.unit.stream.conftest import click, postback
 
 @pytest.fixture
 def stream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[StreamApp, list[Emit], list[Any]]:
-    settings = Settings(kafka_bootstrap_servers="127.0.0.1:9", stream_store="memory", data_dir=tmp_path)
+    settings = Settings(
+        kafka_bootstrap_servers="127.0.0.1:9", stream_store="memory", data_dir=tmp_path, stream_batch_max=1
+    )  # a batch per record, taken at once: these tests look between records
     app = StreamApp(settings, EMPTY_CATALOG, {})
     app.app.finalize()
     app.app.flow_control.resume()
@@ -51,6 +55,28 @@ def stream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[StreamApp, 
     monkeypatch.setattr(app.app.consumer, "earliest_offsets", log_starts_at_zero)
     monkeypatch.setattr(app, "_send", capture)
     monkeypatch.setattr(app, "_to_dead_letter", capture_dead)
+    changelog: list[tuple[str, bytes, bytes | None, int]] = []
+
+    async def changelog_send(topic: str, key: bytes, value: bytes | None, partition: int, *_: Any) -> Any:
+        changelog.append((topic, key, value, partition))
+        delivered: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        delivered.set_result(None)
+        return delivered
+
+    monkeypatch.setattr(app.app.producer, "send", changelog_send)  # only table writes reach it here
+    put = AgentTestWrapper.put
+
+    async def put_and_wait_for_its_batch(self: AgentTestWrapper, *args: Any, **kwargs: Any) -> Any:
+        """The agent decides in batches: wait until the batch holding this record is done."""
+        before = app.handled
+        event = await put(self, *args, **{**kwargs, "wait": False})
+        for _ in range(100_000):  # yields, not sleeps: some tests stop the clock
+            if app.handled > before:
+                return event
+            await asyncio.sleep(0)
+        raise AssertionError("the agent did not take the record")
+
+    monkeypatch.setattr(AgentTestWrapper, "put", put_and_wait_for_its_batch)
     return app, sent, dead
 
 
@@ -155,8 +181,9 @@ async def test_a_record_dropped_before_the_first_commit_is_sought_and_a_lost_rew
         # The seek raced with records in flight and nothing else arrives: the clock asks again.
         await app._catch_up()
         assert seeks == [(0, 0)]  # not yet: records in flight get their time to drain
-        monkeypatch.setattr("stream.app.time.monotonic", lambda: 10**9)
-        await app._catch_up()
+        with monkeypatch.context() as later:  # only the catch-up: Faust's stop needs a moving clock
+            later.setattr("stream.app.time.monotonic", lambda: 10**9)
+            await app._catch_up()
         assert seeks == [(0, 0), (0, 0)]  # only partition 0 has unread records
         ctx.sent_offset = 0
         await ctx.put(key=b"c1", value=clicks.encode(click("c1")), headers=clicks.headers)

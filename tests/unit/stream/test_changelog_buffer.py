@@ -128,6 +128,25 @@ async def test_a_refused_write_makes_every_later_flush_fail() -> None:
             await buffer.flush()  # sticky: no commit may follow a lost table write
 
 
+async def test_a_write_sent_around_the_buffer_is_waited_for_and_its_refusal_kept() -> None:
+    """The batch path (stream/table_io.py) sends changelog records itself and tracks their deliveries."""
+    channel = SlowChannel()
+    async with running(DrainingProducerBuffer, channel, stop_may_fail=True) as buffer:
+        assert isinstance(buffer, DrainingProducerBuffer)
+        loop = asyncio.get_running_loop()
+        acked: asyncio.Future[Any] = loop.create_future()
+        refused: asyncio.Future[Any] = loop.create_future()
+        buffer.track(acked)
+        buffer.track(refused)
+        flush = asyncio.ensure_future(buffer.flush())
+        await asyncio.sleep(0.2)
+        assert not flush.done()  # nothing queued, two deliveries outstanding
+        acked.set_result("metadata")
+        refused.set_exception(RuntimeError("NotEnoughReplicas"))
+        with pytest.raises(ChangelogWriteFailed, match="NotEnoughReplicas"):
+            await asyncio.wait_for(flush, timeout=2.0)
+
+
 def test_the_stream_app_producer_uses_the_draining_buffer(tmp_path: Any) -> None:
     settings = Settings(data_dir=tmp_path, kafka_bootstrap_servers="127.0.0.1:1", stream_store="memory")
     app = StreamApp(settings, EMPTY_CATALOG, {}).app

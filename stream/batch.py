@@ -1,0 +1,211 @@
+"""A batch of source records decided in memory: each click's state read once and written once.
+
+Why. Per event, the worker paid Faust's table machinery twice (a get and a set, each
+with its changelog record) and an await per output. Here the agent hands a whole
+batch of records (stream/app.py) to `BatchDecider.run`, which reads each touched
+click state once from the table, runs the pure decisions of stream/decide.py on the
+in-memory copy in log order, and returns what the batch changed: the outputs in the
+order they were decided, the final value of each touched state and index entry (one
+changelog record per key per batch), and the records that did not decode (poison,
+kept for the dead-letter topic; the rest of the batch goes on).
+
+Running a batch of n records gives exactly what running the same records one at a
+time gives, for any cut into batches (tests/unit/stream/test_batch.py): a batch only
+delays the writes, and every read in the batch sees the batch's own writes first.
+
+`wait_for_outputs` is the rule of the rare paths (stream/app.py "Guarantees"): when a
+click or a tick decided held postbacks, their outputs must be acknowledged before
+any state of the batch is written, so a crash repeats them rather than loses them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from schemas import CLICK, POSTBACK_RAW, STREAM_TICK, Codec, SchemaError
+from stream.decide import Decider, Emit
+from stream.state import ClickState, PendingIndex, StateCodec
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One record of `clicks.raw` or `postbacks.raw`, as the batch needs it."""
+
+    partition: int
+    offset: int
+    schema: str | None  # the record's `schema` header
+    value: bytes
+    headers: Any  # what schemas.Codec reads the writer's schema version from
+
+
+class Reader(Protocol):
+    """The table as the batch reads it: a value by key, in the partition the key lives in."""
+
+    def get(self, key: bytes, partition: int) -> bytes | None: ...
+
+
+class IndexReader(Reader, Protocol):
+    def entries(self) -> Iterable[tuple[bytes, bytes]]: ...
+
+
+@dataclass
+class Written:
+    """A key's final value after the batch (None: delete it) and the partition it lives in."""
+
+    partition: int
+    value: bytes | None
+
+
+@dataclass
+class BatchResult:
+    emits: list[Emit] = field(default_factory=list)
+    states: dict[bytes, Written] = field(default_factory=dict)
+    index: dict[bytes, Written] = field(default_factory=dict)
+    dead: list[tuple[Source, SchemaError]] = field(default_factory=list)
+    wait_for_outputs: bool = False
+    counts: dict[str, int] = field(default_factory=lambda: {"clicks": 0, "postbacks": 0, "ticks": 0})
+
+
+class BatchDecider:
+    def __init__(self, decider: Decider) -> None:
+        self.decider = decider
+        self.codec = StateCodec()
+        self._clicks = Codec(CLICK, millis=True)
+        self._ticks = Codec(STREAM_TICK, millis=True)
+
+    def run(self, records: Sequence[Source], states: Reader, index: IndexReader) -> BatchResult:
+        """Decide `records` in order; nothing is written: the caller applies the result."""
+        return _Run(self, states, index).run(records)
+
+
+_ABSENT = object()
+
+
+class _Run:
+    """One batch: the touched states, decoded once, and what the batch wrote over the tables."""
+
+    def __init__(self, owner: BatchDecider, states: Reader, index: IndexReader) -> None:
+        self.d = owner.decider
+        self.codec = owner.codec
+        self.owner = owner
+        self.tables = states
+        self.index_table = index
+        self.cache: dict[bytes, ClickState | None] = {}
+        self.partition_of: dict[bytes, int] = {}
+        self.dirty: set[bytes] = set()
+        self.result = BatchResult()
+
+    def run(self, records: Sequence[Source]) -> BatchResult:
+        result = self.result
+        for record in records:
+            try:
+                if record.schema == POSTBACK_RAW:
+                    self._postback(record)
+                elif record.schema == CLICK:
+                    self._click(record)
+                elif record.schema == STREAM_TICK:
+                    self._tick(record)
+                else:
+                    raise SchemaError(f"unexpected schema header {record.schema!r}")
+            except SchemaError as exc:
+                result.dead.append((record, exc))
+        for key in self.dirty:
+            state = self.cache[key]
+            value = None if state is None else self._dump(state)
+            result.states[key] = Written(self.partition_of[key], value)
+        return result
+
+    # -- state, read once and written once per batch ------------------------------------------
+
+    def _load(self, key: bytes, partition: int) -> ClickState | None:
+        cached = self.cache.get(key, _ABSENT)
+        if cached is not _ABSENT:
+            return cached  # type: ignore[return-value]
+        raw = self.tables.get(key, partition)
+        state = None if raw is None else self.codec.load_state(raw)
+        self.cache[key] = state
+        self.partition_of[key] = partition
+        return state
+
+    def _save(self, key: bytes, state: ClickState, partition: int) -> None:
+        self.cache[key] = state
+        self.partition_of[key] = partition
+        self.dirty.add(key)
+
+    def _dump(self, state: ClickState) -> bytes | None:
+        if state["click"] is None and not state["pending"] and not state["decisions"]:
+            return None
+        return self.codec.dump_state(state)
+
+    def _index(self, key: bytes, state: ClickState | None, partition: int) -> None:
+        """Let the clock find a state holding postbacks, by when the first of them is due."""
+        due = None if state is None else self.d.due_at(state)
+        value = None if due is None else self.codec.dump_index({"partition": partition, "due_at": due})
+        self.result.index[key] = Written(partition, value)
+
+    def _index_entries(self) -> list[tuple[bytes, PendingIndex]]:
+        """The pending index as the batch left it: the table's entries, then the batch's own writes."""
+        entries = {key: raw for key, raw in self.index_table.entries()}
+        for key, written in self.result.index.items():
+            if written.value is None:
+                entries.pop(key, None)
+            else:
+                entries[key] = written.value
+        return [(key, self.codec.load_index(raw)) for key, raw in entries.items()]
+
+    # -- the three kinds of record -------------------------------------------------------------
+
+    def _click(self, record: Source) -> None:
+        self.result.counts["clicks"] += 1
+        click = self.owner._clicks.decode(record.value, record.headers)
+        key = str(click["click_id"]).encode()
+        state = self._load(key, record.partition)
+        updated, emits = self.d.on_click(state, click)
+        if updated is None:
+            return  # already known: a replay, or a re-sent click
+        if emits:
+            self.result.emits += emits
+            self.result.wait_for_outputs = True  # outputs first: a crash repeats them, never loses them
+            self.result.index[key] = Written(record.partition, None)
+        self._save(key, updated, record.partition)
+
+    def _postback(self, record: Source) -> None:
+        self.result.counts["postbacks"] += 1
+        raw = self.d.raw
+        postback = raw.decode(record.value, record.headers)
+        key = str(postback["click_id"]).encode()
+        state = self._load(key, record.partition)
+        if state is None or state["click"] is None:
+            version = raw.writer_version(record.headers)
+            held = self.d.hold(state, record.offset, int(postback["received_at"]), record.value, version)
+            self._save(key, held, record.partition)
+            self._index(key, held, record.partition)
+            return
+        outcome = self.d.on_postback(state, postback, record.offset)
+        if outcome.state_changed:
+            self._save(key, state, record.partition)
+        self.result.emits += outcome.emits
+
+    def _tick(self, record: Source) -> None:
+        """A clock mark in the clicks log: refuse held postbacks whose click never came."""
+        self.result.counts["ticks"] += 1
+        at = int(self.owner._ticks.decode(record.value, record.headers)["at"])
+        partition = record.partition
+        due = [
+            key
+            for key, entry in self._index_entries()
+            if entry["partition"] == partition and entry["due_at"] <= at
+        ]
+        for key in due:
+            state = self._load(key, partition)
+            if state is None or not state["pending"]:
+                self.result.index[key] = Written(partition, None)
+                continue
+            emits = self.d.on_tick(state, at)
+            if emits:
+                self.result.emits += emits
+                self.result.wait_for_outputs = True  # as for a click: repeats, never losses
+            self._save(key, state, partition)
+            self._index(key, state, partition)
