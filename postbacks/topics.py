@@ -106,8 +106,17 @@ class TopicLayoutError(RuntimeError):
     """An existing topic has a partition count other than the configured one."""
 
 
-async def ensure_topics(settings: Settings, names: list[str] | None = None, timeout_s: float = 30.0) -> None:
-    """Create missing topics; fail loudly when an existing one has the wrong partition count."""
+async def ensure_topics(
+    settings: Settings,
+    names: list[str] | None = None,
+    timeout_s: float = 30.0,
+    configs: dict[str, dict[str, str]] | None = None,
+) -> None:
+    """Create missing topics; fail loudly when an existing one has the wrong partition count.
+
+    `configs` adds topic configs for names outside the pipeline's own (e.g. the stream's
+    table changelogs).
+    """
     topics = names if names is not None else Topics(settings.topic_prefix).all()
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=int(timeout_s * 1000)
@@ -117,7 +126,7 @@ async def ensure_topics(settings: Settings, names: list[str] | None = None, time
         existing = set(await admin.list_topics())
         missing = [t for t in topics if t not in existing]
         if missing:
-            configs = Topics(settings.topic_prefix).configs()
+            configs = {**Topics(settings.topic_prefix).configs(), **(configs or {})}
             new = [
                 NewTopic(
                     t,

@@ -129,6 +129,13 @@ class StreamApp:
         self.pending_index = app.Table(
             "pending-index", partitions=settings.topic_partitions, key_type=bytes, value_type=bytes
         )
+        self._changelog_configs = {
+            self.states.changelog_topic.get_topic_name(): {
+                "cleanup.policy": "compact,delete",
+                "retention.ms": str(ttl_s * 1000),
+            },
+            self.pending_index.changelog_topic.get_topic_name(): {"cleanup.policy": "compact"},
+        }
         self.batcher = BatchDecider(self.decider)
         self._states_io = TableIO(self.states)
         self._index_io = TableIO(self.pending_index)
@@ -139,6 +146,16 @@ class StreamApp:
         app.timer(REWIND_RETRY_S / 2, name="catch-up")(self._catch_up)
         app.task(self._follow_fx_rates)
         app.timer(30.0, name="progress")(self._log_progress)
+
+    def changelog_topics(self) -> dict[str, dict[str, str]]:
+        """The tables' changelog topics and their configs, to create before Faust starts.
+
+        Faust creates them itself at start, then reads their partition counts at once; Apache
+        Kafka spreads a new topic through its metadata a moment after CreateTopics returns, so
+        that read could find no partitions and crash the agent (PartitionsMismatch: seen in the
+        demo on Kafka). Created and described first (postbacks.topics.ensure_topics), they exist.
+        """
+        return dict(self._changelog_configs)
 
     @property
     def client_id(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import tomllib
 from pathlib import Path
@@ -13,7 +14,7 @@ from postbacks.catalog import load_catalog
 from postbacks.groups import stream_group
 from postbacks.metrics import GroupLag
 from postbacks.settings import Settings
-from postbacks.topics import Topics
+from postbacks.topics import Topics, ensure_topics
 from stream import metrics
 from stream.app import StreamApp
 from stream.registry import load_plugins
@@ -65,6 +66,8 @@ def serve_metrics(settings: Settings, stream: StreamApp) -> None:
 def run(settings: Settings) -> None:
     """Blocks until SIGINT/SIGTERM; Faust then commits what was processed and stops."""
     stream = build(settings)
+    changelogs = stream.changelog_topics()
+    asyncio.run(ensure_topics(settings, list(changelogs), configs=changelogs))
     stream.datadir.mkdir(parents=True, exist_ok=True)
     serve_metrics(settings, stream)
     worker = faust.Worker(

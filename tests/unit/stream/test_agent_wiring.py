@@ -243,3 +243,13 @@ async def test_a_rewind_of_a_partition_revoked_meanwhile_is_left_to_its_next_own
     tp = TP("clicks.raw", 0)
     await app._seek(tp, 29)  # does not raise
     assert sought == [(tp, 29)]
+
+
+def test_every_table_changelog_is_created_before_faust_starts(
+    stream: tuple[StreamApp, list[Emit], list[Any]],
+) -> None:
+    """stream/worker.py creates these first; a table left out would race Faust's own creation."""
+    app, _, _ = stream
+    changelogs = {table.changelog_topic.get_topic_name() for table in app.app.tables.values()}
+    assert set(app.changelog_topics()) == changelogs and len(changelogs) == 2
+    assert all(config["cleanup.policy"].startswith("compact") for config in app.changelog_topics().values())
