@@ -19,6 +19,7 @@ class Plan:
     stream_postbacks: int = 150_000  # ~15 events per click, 10% sender retries among them
     sink_rows: int = 1_000_000
     profile_dir: Path | None = None  # py-spy profiles of each stage's service, when set
+    plot: Path | None = None  # the end-to-end latency distribution as a PNG, when set
     quick: bool = False
 
     @classmethod

@@ -28,7 +28,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,6 +102,19 @@ class Batch:
         )
 
 
+def poll_timeout_ms(batches: Iterable[Batch], max_age_s: float, now: float) -> int:
+    """How long a fetch may wait: until the oldest batch in hand is due, at most POLL_TIMEOUT_MS.
+
+    A fetch returns as soon as records arrive; this bounds only the wait on a quiet topic, so
+    a batch is flushed on time even when nothing more comes.
+    """
+    wait = POLL_TIMEOUT_MS / 1000
+    for batch in batches:
+        if batch.rows and batch.planned is None:
+            wait = min(wait, batch.started + max_age_s - now)
+    return max(0, round(wait * 1000))
+
+
 def parse_plan(metadata: str | None) -> tuple[int, int] | None:
     match = _PLAN.match(metadata or "")
     return (int(match[1]), int(match[2])) if match else None
@@ -164,17 +177,19 @@ class TableWriter:
     async def run(self, stop: asyncio.Event) -> None:
         self.consumer.subscribe([self.topic], listener=_Listener(self))
         await self.consumer.start()
+        max_rows, max_age = self.settings.sink_batch_rows, self.settings.sink_max_age_ms / 1000
         try:
             while not stop.is_set():
                 fetched = await self.consumer.getmany(
-                    timeout_ms=POLL_TIMEOUT_MS, max_records=self.settings.sink_batch_rows
+                    timeout_ms=poll_timeout_ms(self.batches.values(), max_age, time.monotonic()),
+                    max_records=max_rows,
                 )
                 seeks = self.ready.snapshot()  # as of this fetch; a rebalance may run during any flush below
                 for tp, messages in fetched.items():
                     await self._take(tp.partition, messages, seeks.get(tp.partition))
-                for batch in list(self.batches.values()):
-                    if batch.due(self.settings.sink_batch_rows, self.settings.sink_batch_seconds):
-                        await self.flush(batch.partition)
+                due = [p for p, batch in self.batches.items() if batch.due(max_rows, max_age)]
+                if due:
+                    await self.flush_many(due)
             await self.flush_all()
         finally:
             await self.consumer.stop()
@@ -238,17 +253,41 @@ class TableWriter:
         return records
 
     async def flush_all(self) -> None:
-        for partition in list(self.batches):
-            await self.flush(partition)
+        await self.flush_many(list(self.batches))
 
     async def flush(self, partition: int) -> None:
-        batch = self.batches.pop(partition, None)
-        if batch is None or (not batch.rows and batch.planned is None):
-            return
-        tp = TopicPartition(self.topic, partition)
-        if batch.planned is None and not await self._commit(tp, batch.first, batch.plan):
-            self._rewind(tp, batch.first)  # not planned, so not inserted: its records must come again
-            return
+        await self.flush_many([partition])
+
+    async def flush_many(self, partitions: Sequence[int]) -> None:
+        """Insert these partitions' batches, each exactly once, with one plan and one done commit.
+
+        Every batch still goes plan → insert → done; the plans of all of them travel in one
+        OffsetCommit request and so do their done offsets, so a flush of many partitions costs
+        two broker round trips, not two per partition. The inserts run one after another on the
+        ClickHouse thread (the embedded engine takes one call at a time).
+        """
+        batches = [
+            batch
+            for p in partitions
+            if (batch := self.batches.pop(p, None)) is not None and (batch.rows or batch.planned is not None)
+        ]
+        fresh = {self._tp(b): OffsetAndMetadata(b.first, b.plan) for b in batches if b.planned is None}
+        if fresh and not await self._commit(fresh):
+            for batch in batches:
+                if batch.planned is None:  # not planned, so not inserted: its records must come again
+                    self._rewind(self._tp(batch), batch.first)
+            batches = [b for b in batches if b.planned is not None]
+        for batch in batches:
+            await self._insert_batch(batch)
+        if batches:
+            # If this fails the plans stay committed: whoever reads one next re-forms its batch, same token.
+            await self._commit({self._tp(b): OffsetAndMetadata(b.last + 1, "") for b in batches})
+
+    def _tp(self, batch: Batch) -> TopicPartition:
+        return TopicPartition(self.topic, batch.partition)
+
+    async def _insert_batch(self, batch: Batch) -> None:
+        """Insert one planned batch with its token, retrying until ClickHouse takes it."""
         # ClickHouse decodes the batch itself when it can (sinks/avro_block.py); after a failure the
         # retries decode in Python, which also finds and skips a record ClickHouse could not read.
         in_clickhouse = self.spec.decode_in_clickhouse and all(
@@ -282,20 +321,17 @@ class TableWriter:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
         self.inserted += inserted
-        # If this fails the plan stays committed: whoever reads it next re-forms the batch, same token.
-        await self._commit(tp, batch.last + 1, "")
 
-    async def _commit(self, tp: TopicPartition, offset: int, metadata: str) -> bool:
-        """Commit, or say the group moved on: the partition may already be another member's."""
+    async def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> bool:
+        """Commit, or say the group moved on: a partition may already be another member's."""
         try:
-            await self.consumer.commit({tp: OffsetAndMetadata(offset, metadata)})
+            await self.consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError) as exc:
             log.warning(
                 "commit refused during a rebalance",
                 extra={
                     "table": self.spec.name,
-                    "partition": tp.partition,
-                    "offset": offset,
+                    "offsets": {tp.partition: o.offset for tp, o in offsets.items()},
                     "error": str(exc),
                 },
             )

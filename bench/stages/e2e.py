@@ -106,6 +106,7 @@ def run(stack: BenchStack, plan: Plan) -> StageResult:
     result = StageResult("e2e", figure)
     result.extra += [
         Figure("p50", percentile(latencies_ms, 50), "ms"),
+        Figure("max", max(latencies_ms, default=float("nan")), "ms"),
         Figure("offered", plan.e2e_rate, "postbacks/s"),
         Figure("acked", offered["rps"], "postbacks/s"),
     ]
@@ -115,6 +116,15 @@ def run(stack: BenchStack, plan: Plan) -> StageResult:
         f"conversion_versions, {missing} not within {DRAIN_TIMEOUT_S:g} s of the end; "
         f"HTTP ack p50 {offered['p50_ms']:.1f} ms, p99 {offered['p99_ms']:.1f} ms"
     )
+    if plan.plot is not None and latencies_ms:
+        from bench.plot import latency_plot
+
+        latency_plot(
+            latencies_ms,
+            plan.plot,
+            f"end to end at {plan.e2e_rate:g} postbacks/s offered ({len(latencies_ms)} postbacks): "
+            f"p50 {percentile(latencies_ms, 50):,.0f} ms, p99 {figure.value:,.0f} ms",
+        )
     if missing:
         result.targets.append(at_most("postbacks not visible", float(missing), 1))
     return result
