@@ -65,13 +65,17 @@ class Batch:
 
     partition: int
     rows: list[Pending] = field(default_factory=list)
+    # Wall-clock seconds since its first record was written to Kafka (or taken, if that is earlier):
+    # the age bound counts the time a record spent fetched but not yet taken (during a flush) too.
     started: float = 0.0
     # Set when re-forming a batch planned before a crash: its exact range.
     planned: tuple[int, int] | None = None
 
-    def add(self, offset: int, value: bytes, version: int) -> None:
+    def add(self, offset: int, value: bytes, version: int, written_at: float | None = None) -> None:
         if not self.rows:
-            self.started = time.monotonic()
+            now = time.time()
+            # Never later than now: a producer's clock ahead of ours must not delay the flush.
+            self.started = now if written_at is None else min(now, written_at)
         self.rows.append((offset, value, version))
 
     @property
@@ -97,9 +101,7 @@ class Batch:
     def due(self, max_rows: int, max_wait_s: float) -> bool:
         if self.planned is not None:
             return False  # only `complete` flushes a re-formed batch
-        return bool(self.rows) and (
-            len(self.rows) >= max_rows or time.monotonic() - self.started >= max_wait_s
-        )
+        return bool(self.rows) and (len(self.rows) >= max_rows or time.time() - self.started >= max_wait_s)
 
 
 def poll_timeout_ms(batches: Iterable[Batch], max_age_s: float, now: float) -> int:
@@ -181,7 +183,7 @@ class TableWriter:
         try:
             while not stop.is_set():
                 fetched = await self.consumer.getmany(
-                    timeout_ms=poll_timeout_ms(self.batches.values(), max_age, time.monotonic()),
+                    timeout_ms=poll_timeout_ms(self.batches.values(), max_age, time.time()),
                     max_records=max_rows,
                 )
                 seeks = self.ready.snapshot()  # as of this fetch; a rebalance may run during any flush below
@@ -216,7 +218,7 @@ class TableWriter:
                 self._undecodable(partition, message.offset, exc)
             else:
                 if version is not None:  # None: a control record, takes an offset, adds no row
-                    batch.add(message.offset, message.value, version)
+                    batch.add(message.offset, message.value, version, message.timestamp / 1000)
             if batch.complete(message.offset):
                 await self.flush(partition)
                 if not self.ready.current(partition, seek):
