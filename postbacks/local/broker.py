@@ -108,8 +108,15 @@ def _recv_exact(sock: socket.socket, size: int) -> bytes:
 
 
 def new_cluster_id() -> str:
-    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (what `random-uuid` prints)."""
-    return base64.urlsafe_b64encode(secrets.token_bytes(16)).decode().rstrip("=")
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (what `random-uuid` prints).
+
+    Never one starting with "-" (1 in 64 would): `kafka-storage format --cluster-id -x...` reads
+    it as an option and fails, which is why Kafka's own Uuid.randomUuid draws again too.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(secrets.token_bytes(16)).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 @dataclass

@@ -73,9 +73,9 @@ def test_a_failing_maven_run_names_its_command_and_leaves_no_install(
 
 
 def test_cluster_ids_are_what_kafka_storage_accepts() -> None:
-    ids = {new_cluster_id() for _ in range(50)}
-    assert len(ids) == 50
-    assert all(re.fullmatch(r"[A-Za-z0-9_-]{22}", i) for i in ids)
+    ids = {new_cluster_id() for _ in range(2000)}  # ~31 of 2000 random ids would start with "-"
+    assert len(ids) == 2000
+    assert all(re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_-]{21}", i) for i in ids)
 
 
 def test_node_properties_follow_the_cluster_size(tmp_path: Path) -> None:
