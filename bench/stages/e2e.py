@@ -147,6 +147,7 @@ def run(stack: BenchStack, plan: Plan) -> StageResult:
             plan.plot,
             f"end to end at {plan.e2e_rate:g} postbacks/s offered ({len(latencies_ms)} postbacks): "
             f"p50 {percentile(latencies_ms, 50):,.0f} ms, p99 {figure.value:,.0f} ms",
+            {"ack → on conversions.attributed (stream)": stream_ms, "topic → visible (sink)": sink_ms},
         )
     if missing:
         result.targets.append(at_most("postbacks not visible", float(missing), 1))
