@@ -11,7 +11,21 @@ import asyncio
 import time
 import uuid
 
-from bench.measure import Sample
+from bench.measure import Sample, steady_windows
+from bench.plan import Plan
+
+
+def rates(samples: list[Sample], total: int, plan: Plan) -> tuple[float, ...]:
+    """The steady windows' rates; if the topic ran out before any window (a --quick run), the whole read's."""
+    windows = steady_windows(samples, total, plan.warmup_s, plan.window_s, plan.windows)
+    if windows.rates:
+        return windows.rates
+    # From the sample before the first records (the join is not reading) to the last one.
+    first = next((i for i, (_, n) in enumerate(samples) if n > 0), None)
+    if first is None or first == 0:
+        return ()
+    start, (end, read) = samples[first - 1][0], samples[-1]
+    return (read / (end - start),) if end > start else ()
 
 
 def aiokafka_rate(bootstrap: str, topic: str, total: int, seconds: float) -> list[Sample]:

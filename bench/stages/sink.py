@@ -69,12 +69,11 @@ def run(stack: BenchStack, plan: Plan) -> StageResult:
     span = plan.warmup_s + plan.window_s * plan.windows + 10  # + the group join
     bootstrap = settings.kafka_bootstrap_servers
     bare = {
-        name: steady_windows(rate(bootstrap, topic, len(load), span), len(load), *shape)
+        name: consume.rates(rate(bootstrap, topic, len(load), span), len(load), plan)
         for name, rate in (
             ("bare aiokafka getmany", consume.aiokafka_rate),
             ("bare confluent-kafka consume", consume.confluent_rate),
         )
-        for shape in [(plan.warmup_s, plan.window_s, plan.windows)]
     }
 
     sink_dir = settings.data_dir / "sink"
@@ -86,7 +85,7 @@ def run(stack: BenchStack, plan: Plan) -> StageResult:
     figure = Figure.median_of("postbacks sink", windows.rates, "rows/s")
     raw = Figure.median_of("clickhouse-connect insert from memory", base.rates, "rows/s")
     consumers = [
-        Figure.median_of(f"{name} (records to Python)", w.rates, "records/s") for name, w in bare.items()
+        Figure.median_of(f"{name} (records to Python)", rates, "records/s") for name, rates in bare.items()
     ]
     result = StageResult("sink", figure, [raw, *consumers])
     result.extra.append(Figure("sink CPU", cores, "cores"))
