@@ -4,6 +4,8 @@ Batches hold one Kafka partition's consecutive offsets. Each goes through:
 1. plan     commit the batch's first offset with metadata `batch:<first>-<last>`;
 2. insert   with deduplication token `<table>:<partition>:<first>-<last>`;
 3. done     commit `<last>+1`.
+A batch is due at `sink_batch_rows` or once its first record was written `sink_max_age_ms` ago;
+the batches due together share one plan commit and one done commit (each keeps its own token).
 After a crash anywhere in between, the restarted writer finds the plan in the
 committed metadata and re-forms exactly that batch with exactly that token.
 ClickHouse then drops what the first attempt stored and inserts what it did not:
