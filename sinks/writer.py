@@ -4,8 +4,10 @@ Batches hold one Kafka partition's consecutive offsets. Each goes through:
 1. plan     commit the batch's first offset with metadata `batch:<first>-<last>`;
 2. insert   with deduplication token `<table>:<partition>:<first>-<last>`;
 3. done     commit `<last>+1`.
-A batch is due at `sink_batch_rows` or once its first record was written `sink_max_age_ms` ago;
-the batches due together share one plan commit and one done commit (each keeps its own token).
+A batch is due at `sink_batch_rows` or once its first record was written `sink_max_age_ms` ago,
+but a flush by age waits as long as the previous flush took (so slow inserts grow the batches
+instead of saturating the engine); the batches due together share one plan commit and one done
+commit (each keeps its own token).
 After a crash anywhere in between, the restarted writer finds the plan in the
 committed metadata and re-forms exactly that batch with exactly that token.
 ClickHouse then drops what the first attempt stored and inserts what it did not:
@@ -171,6 +173,8 @@ class TableWriter:
         self.ready = ReadyPartitions()
         self.inserted = 0
         self.undecodable = 0
+        # No flush by age before this (wall clock): the last flush's duration after its end.
+        self._calm_until = 0.0
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap_servers,
             group_id=self.group,
@@ -192,16 +196,23 @@ class TableWriter:
         max_rows, max_age = self.settings.sink_batch_rows, self.settings.sink_max_age_ms / 1000
         try:
             while not stop.is_set():
+                now = time.time()
+                wait_ms = poll_timeout_ms(self.batches.values(), max_age, now)
                 fetched = await self.consumer.getmany(
-                    timeout_ms=poll_timeout_ms(self.batches.values(), max_age, time.time()),
+                    timeout_ms=min(POLL_TIMEOUT_MS, max(wait_ms, round((self._calm_until - now) * 1000))),
                     max_records=max_rows,
                 )
                 seeks = self.ready.snapshot()  # as of this fetch; a rebalance may run during any flush below
                 for tp, messages in fetched.items():
                     await self._take(tp.partition, messages, seeks.get(tp.partition))
                 due = [p for p, batch in self.batches.items() if batch.due(max_rows, max_age)]
-                if due:
+                full = any(len(self.batches[p].rows) >= max_rows for p in due)
+                if due and (full or time.time() >= self._calm_until):
+                    started = time.time()
                     await self.flush_many(due)
+                    # As long again before the next age-due flush: when inserts are slow (small
+                    # batches on a busy engine) batches grow instead of the engine saturating.
+                    self._calm_until = 2 * time.time() - started
             await self.flush_all()
         finally:
             await self.consumer.stop()
