@@ -20,6 +20,8 @@ class Plan:
     stream_sparse_clicks: int = 60_000  # production's shape: half get one postback, half none
     sink_rows: int = 1_000_000
     profile_dir: Path | None = None  # py-spy profiles of each stage's service, when set
+    plot: Path | None = None  # the end-to-end latency distribution as a PNG, when set
+    ingest_workers: int = 1  # granian worker processes of the ingest stage's service
     quick: bool = False
 
     @classmethod

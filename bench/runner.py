@@ -89,11 +89,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", type=Path, help="record py-spy profiles of each service here")
     parser.add_argument("--workdir", type=Path, help="keep the stack's data and logs here")
     parser.add_argument("--e2e-rate", type=float, help="postbacks/s the end-to-end stage offers")
+    parser.add_argument("--ingest-workers", type=int, default=1, help="ingest processes in the ingest stage")
+    parser.add_argument("--plot", type=Path, help="write the end-to-end latency distribution here (PNG)")
     args = parser.parse_args(argv)
     unknown = [s for s in args.stages if s not in STAGES]
     if unknown:
         parser.error(f"unknown stage {', '.join(unknown)}; stages are {', '.join(STAGES)}")
-    plan = replace(Plan.smoke() if args.quick else Plan(), profile_dir=args.profile)
+    plan = replace(
+        Plan.smoke() if args.quick else Plan(),
+        profile_dir=args.profile,
+        plot=args.plot,
+        ingest_workers=args.ingest_workers,
+    )
     if args.e2e_rate:
         plan = replace(plan, e2e_rate=args.e2e_rate)
     names = args.stages or list(STAGES)

@@ -115,11 +115,13 @@ class Settings:
     ctit_long_s: float = field(default=86_400.0, metadata=_env("CTIT_LONG_S"))
     # Modules that register custom dedup policies, fraud rules or enrichment steps (comma-separated).
     stream_plugins: str = field(default="", metadata=_env("STREAM_PLUGINS"))
-    # Sinks: one name per sink process (its consumers' static group instance ids); batches
-    # bounded by rows and by time; raw-table retention.
+    # Sinks: one name per sink process (its consumers' static group instance ids); a batch is
+    # flushed at this many rows or once its oldest record has waited this long in the sink, so a
+    # quiet topic's rows are visible within the age and a busy one's come in big inserts;
+    # raw-table retention.
     sink_name: str = field(default="sink-0", metadata=_env("SINK_NAME"))
     sink_batch_rows: int = field(default=50_000, metadata=_env("SINK_BATCH_ROWS"))
-    sink_batch_seconds: float = field(default=1.0, metadata=_env("SINK_BATCH_SECONDS"))
+    sink_max_age_ms: int = field(default=250, metadata=_env("SINK_MAX_AGE_MS"))
     clickhouse_raw_ttl_days: int = field(default=180, metadata=_env("CLICKHOUSE_RAW_TTL_DAYS"))
     # ClickHouse's HTTP interface for the embedded engine, served by the sink (sinks/endpoint.py):
     # loopback unless configured; 8123 when free, else any free port (0: any), printed by `up`.
@@ -189,6 +191,8 @@ class Settings:
             raise SettingsError("STREAM_STORE must be rocksdb or memory")
         if self.log_format not in {"json", "text"}:
             raise SettingsError("LOG_FORMAT must be json or text")
+        if self.sink_batch_rows < 1 or self.sink_max_age_ms < 1:
+            raise SettingsError("SINK_BATCH_ROWS and SINK_MAX_AGE_MS must be at least 1")
         self._validate_outbound()
 
     def _validate_outbound(self) -> None:

@@ -4,6 +4,10 @@ Batches hold one Kafka partition's consecutive offsets. Each goes through:
 1. plan     commit the batch's first offset with metadata `batch:<first>-<last>`;
 2. insert   with deduplication token `<table>:<partition>:<first>-<last>`;
 3. done     commit `<last>+1`.
+A batch is due at `sink_batch_rows` or once its first record was written `sink_max_age_ms` ago,
+but a flush by age waits as long as the previous flush took (so slow inserts grow the batches
+instead of saturating the engine); the batches due together share one plan commit and one done
+commit (each keeps its own token).
 After a crash anywhere in between, the restarted writer finds the plan in the
 committed metadata and re-forms exactly that batch with exactly that token.
 ClickHouse then drops what the first attempt stored and inserts what it did not:
@@ -28,7 +32,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,13 +70,17 @@ class Batch:
 
     partition: int
     rows: list[Pending] = field(default_factory=list)
+    # Wall-clock seconds since its first record was written to Kafka (or taken, if that is earlier):
+    # the age bound counts the time a record spent fetched but not yet taken (during a flush) too.
     started: float = 0.0
     # Set when re-forming a batch planned before a crash: its exact range.
     planned: tuple[int, int] | None = None
 
-    def add(self, offset: int, value: bytes, version: int) -> None:
+    def add(self, offset: int, value: bytes, version: int, written_at: float | None = None) -> None:
         if not self.rows:
-            self.started = time.monotonic()
+            now = time.time()
+            # Never later than now: a producer's clock ahead of ours must not delay the flush.
+            self.started = now if written_at is None else min(now, written_at)
         self.rows.append((offset, value, version))
 
     @property
@@ -98,9 +106,28 @@ class Batch:
     def due(self, max_rows: int, max_wait_s: float) -> bool:
         if self.planned is not None:
             return False  # only `complete` flushes a re-formed batch
-        return bool(self.rows) and (
-            len(self.rows) >= max_rows or time.monotonic() - self.started >= max_wait_s
-        )
+        return bool(self.rows) and (len(self.rows) >= max_rows or time.time() - self.started >= max_wait_s)
+
+
+@dataclass(frozen=True, slots=True)
+class _Prefetched:
+    """A flush's Python-decoded batches by partition, and the identities already stored (None: ask)."""
+
+    decoded: dict[int, list[tuple[int, Record]]]
+    stored: list[tuple[Any, ...]] | None
+
+
+def poll_timeout_ms(batches: Iterable[Batch], max_age_s: float, now: float) -> int:
+    """How long a fetch may wait: until the oldest batch in hand is due, at most POLL_TIMEOUT_MS.
+
+    A fetch returns as soon as records arrive; this bounds only the wait on a quiet topic, so
+    a batch is flushed on time even when nothing more comes.
+    """
+    wait = POLL_TIMEOUT_MS / 1000
+    for batch in batches:
+        if batch.rows and batch.planned is None:
+            wait = min(wait, batch.started + max_age_s - now)
+    return max(0, round(wait * 1000))
 
 
 def parse_plan(metadata: str | None) -> tuple[int, int] | None:
@@ -147,6 +174,8 @@ class TableWriter:
         self.ready = ReadyPartitions()
         self.inserted = 0
         self.undecodable = 0
+        # No flush by age before this (wall clock): the last flush's duration after its end.
+        self._calm_until = 0.0
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap_servers,
             group_id=self.group,
@@ -165,17 +194,26 @@ class TableWriter:
     async def run(self, stop: asyncio.Event) -> None:
         self.consumer.subscribe([self.topic], listener=_Listener(self))
         await self.consumer.start()
+        max_rows, max_age = self.settings.sink_batch_rows, self.settings.sink_max_age_ms / 1000
         try:
             while not stop.is_set():
+                now = time.time()
+                wait_ms = poll_timeout_ms(self.batches.values(), max_age, now)
                 fetched = await self.consumer.getmany(
-                    timeout_ms=POLL_TIMEOUT_MS, max_records=self.settings.sink_batch_rows
+                    timeout_ms=min(POLL_TIMEOUT_MS, max(wait_ms, round((self._calm_until - now) * 1000))),
+                    max_records=max_rows,
                 )
                 seeks = self.ready.snapshot()  # as of this fetch; a rebalance may run during any flush below
                 for tp, messages in fetched.items():
                     await self._take(tp.partition, messages, seeks.get(tp.partition))
-                for batch in list(self.batches.values()):
-                    if batch.due(self.settings.sink_batch_rows, self.settings.sink_batch_seconds):
-                        await self.flush(batch.partition)
+                due = [p for p, batch in self.batches.items() if batch.due(max_rows, max_age)]
+                full = any(len(self.batches[p].rows) >= max_rows for p in due)
+                if due and (full or time.time() >= self._calm_until):
+                    started = time.time()
+                    await self.flush_many(due)
+                    # As long again before the next age-due flush: when inserts are slow (small
+                    # batches on a busy engine) batches grow instead of the engine saturating.
+                    self._calm_until = 2 * time.time() - started
             await self.flush_all()
         finally:
             await self.consumer.stop()
@@ -202,7 +240,7 @@ class TableWriter:
                 self._undecodable(partition, message.offset, exc)
             else:
                 if version is not None:  # None: a control record, takes an offset, adds no row
-                    batch.add(message.offset, message.value, version)
+                    batch.add(message.offset, message.value, version, message.timestamp / 1000)
             if batch.complete(message.offset):
                 await self.flush(partition)
                 if not self.ready.current(partition, seek):
@@ -240,23 +278,86 @@ class TableWriter:
         return records
 
     async def flush_all(self) -> None:
-        for partition in list(self.batches):
-            await self.flush(partition)
+        await self.flush_many(list(self.batches))
 
     async def flush(self, partition: int) -> None:
-        batch = self.batches.pop(partition, None)
-        if batch is None or (not batch.rows and batch.planned is None):
-            return
-        tp = TopicPartition(self.topic, partition)
-        if batch.planned is None and not await self._commit(tp, batch.first, batch.plan):
-            self._rewind(tp, batch.first)  # not planned, so not inserted: its records must come again
-            return
-        # ClickHouse decodes the batch itself when it can (sinks/avro_block.py); after a failure the
-        # retries decode in Python, which also finds and skips a record ClickHouse could not read.
-        in_clickhouse = self.spec.decode_in_clickhouse and all(
+        await self.flush_many([partition])
+
+    async def flush_many(self, partitions: Sequence[int]) -> None:
+        """Insert these partitions' batches, each exactly once, with one plan and one done commit.
+
+        Every batch still goes plan → insert → done; the plans of all of them travel in one
+        OffsetCommit request and so do their done offsets, so a flush of many partitions costs
+        two broker round trips, not two per partition. The inserts run one after another on the
+        ClickHouse thread (the embedded engine takes one call at a time).
+        """
+        batches = [
+            batch
+            for p in partitions
+            if (batch := self.batches.pop(p, None)) is not None and (batch.rows or batch.planned is not None)
+        ]
+        started = time.perf_counter()
+        fresh = {self._tp(b): OffsetAndMetadata(b.first, b.plan) for b in batches if b.planned is None}
+        if fresh and not await self._commit(fresh):
+            for batch in batches:
+                if batch.planned is None:  # not planned, so not inserted: its records must come again
+                    self._rewind(self._tp(batch), batch.first)
+            batches = [b for b in batches if b.planned is not None]
+        planned = time.perf_counter()
+        prefetched = await self._prefetch(batches)
+        for batch in batches:
+            await self._insert_batch(batch, prefetched)
+        inserted = time.perf_counter()
+        if batches:
+            # If this fails the plans stay committed: whoever reads one next re-forms its batch, same token.
+            await self._commit({self._tp(b): OffsetAndMetadata(b.last + 1, "") for b in batches})
+            log.debug(  # where a flush's time goes: LOG_LEVEL=DEBUG
+                "flushed",
+                extra={
+                    "table": self.spec.name,
+                    "rows": sum(len(b.rows) for b in batches),
+                    "batches": len(batches),
+                    "oldest_s": round(time.time() - min(b.started for b in batches), 3),
+                    "plan_s": round(planned - started, 3),
+                    "insert_s": round(inserted - planned, 3),
+                    "done_s": round(time.perf_counter() - inserted, 3),
+                },
+            )
+
+    def _tp(self, batch: Batch) -> TopicPartition:
+        return TopicPartition(self.topic, batch.partition)
+
+    def _in_clickhouse(self, batch: Batch) -> bool:
+        """ClickHouse decodes the batch itself when it can (sinks/avro_block.py)."""
+        return self.spec.decode_in_clickhouse and all(
             version == self.codec.version for _, _, version in batch.rows
         )
-        decoded: list[tuple[int, Record]] | None = None
+
+    async def _prefetch(self, batches: Sequence[Batch]) -> _Prefetched | None:
+        """Decode the batches Python decodes, and ask ClickHouse for their stored identities in one query.
+
+        One query per flush instead of one per batch: on the embedded engine every call takes
+        its turn on the one ClickHouse thread, which small batches at the age bound keep busy.
+        """
+        python = [b for b in batches if b.rows and not self._in_clickhouse(b)]
+        if self.spec.identity_sql is None or len(python) < 2:
+            return None
+        decoded = {b.partition: self._decode(b) for b in python}
+        try:
+            stored: list[tuple[Any, ...]] | None = await self._stored(
+                [record for records in decoded.values() for record in records]
+            )
+        except Exception:  # ClickHouse away: each batch asks again in its own retry loop
+            stored = None
+        return _Prefetched(decoded, stored)
+
+    async def _insert_batch(self, batch: Batch, prefetched: _Prefetched | None = None) -> None:
+        """Insert one planned batch with its token, retrying until ClickHouse takes it."""
+        # After a failure the retries decode in Python, which also finds and skips a record
+        # ClickHouse could not read, and ask for the stored identities again.
+        in_clickhouse = self._in_clickhouse(batch)
+        decoded = prefetched.decoded.get(batch.partition) if prefetched else None
+        stored = prefetched.stored if prefetched else None
         backoff = 0.2
         started, undecodable = time.monotonic(), self.undecodable
         while True:
@@ -268,7 +369,7 @@ class TableWriter:
                 else:
                     if decoded is None:
                         decoded = self._decode(batch)
-                    inserted = await self._insert_decoded(batch, decoded)
+                    inserted = await self._insert_decoded(batch, decoded, stored)
                 break
             except Exception as exc:  # ClickHouse away or failing: keep the batch, back off, retry
                 metrics.INSERT_FAILURES.labels(self.spec.name).inc()
@@ -282,13 +383,11 @@ class TableWriter:
                         "retry_s": backoff,
                     },
                 )
-                in_clickhouse = False
+                in_clickhouse, stored = False, None
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
         self.inserted += inserted
         self._observe(batch, inserted, self.undecodable - undecodable, time.monotonic() - started)
-        # If this fails the plan stays committed: whoever reads it next re-forms the batch, same token.
-        await self._commit(tp, batch.last + 1, "")
 
     def _observe(self, batch: Batch, inserted: int, skipped: int, insert_s: float) -> None:
         """One batch in ClickHouse: a handful of metric updates, whatever its size."""
@@ -297,20 +396,20 @@ class TableWriter:
         metrics.RECORDS.labels(table, "filtered").inc(max(0, len(batch.rows) - inserted - skipped))
         if batch.rows:
             metrics.BATCH_ROWS.labels(table).observe(len(batch.rows))
-            metrics.BATCH_AGE.labels(table).observe(time.monotonic() - batch.started)
+            # `started` is wall-clock time (the first record's Kafka timestamp at the latest).
+            metrics.BATCH_AGE.labels(table).observe(max(0.0, time.time() - batch.started))
             metrics.INSERT_SECONDS.labels(table).observe(insert_s)
 
-    async def _commit(self, tp: TopicPartition, offset: int, metadata: str) -> bool:
-        """Commit, or say the group moved on: the partition may already be another member's."""
+    async def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> bool:
+        """Commit, or say the group moved on: a partition may already be another member's."""
         try:
-            await self.consumer.commit({tp: OffsetAndMetadata(offset, metadata)})
+            await self.consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError) as exc:
             log.warning(
                 "commit refused during a rebalance",
                 extra={
                     "table": self.spec.name,
-                    "partition": tp.partition,
-                    "offset": offset,
+                    "offsets": {tp.partition: o.offset for tp, o in offsets.items()},
                     "error": str(exc),
                 },
             )
@@ -332,8 +431,17 @@ class TableWriter:
         )
         return len(batch.rows)
 
-    async def _insert_decoded(self, batch: Batch, decoded: list[tuple[int, Record]]) -> int:
-        records = new_rows(self.spec, batch.partition, decoded, await self._stored(decoded))
+    async def _insert_decoded(
+        self, batch: Batch, decoded: list[tuple[int, Record]], stored: list[tuple[Any, ...]] | None
+    ) -> int:
+        """Insert the records not stored yet; `stored` as prefetched for the whole flush, or asked now.
+
+        A prefetched `stored` predates this flush's inserts, so the rows each insert adds join it
+        for the batches after: every batch is filtered as if it had asked after the one before.
+        """
+        if stored is None:
+            stored = await self._stored(decoded)
+        records = new_rows(self.spec, batch.partition, decoded, stored)
         if records:
             await self.clickhouse.insert(
                 self.spec.name,
@@ -341,6 +449,8 @@ class TableWriter:
                 self.spec.insert_columns,
                 batch.token(self.spec.name),
             )
+            if self.spec.identity is not None:
+                stored.extend((*self.spec.identity(r), batch.partition, o) for o, r in records)
         return len(records)
 
     async def _stored(self, records: Sequence[tuple[int, Record]]) -> list[tuple[Any, ...]]:

@@ -272,7 +272,7 @@ class SinkProcess:
         full = {
             **os.environ,
             **settings.with_overrides(data_dir=data_dir, clickhouse_dsn="").to_env(),
-            "SINK_BATCH_SECONDS": "0.2",
+            "SINK_MAX_AGE_MS": "200",
             **env,
         }
         full.pop("CLICKHOUSE_DSN", None)  # the default: chdb under data_dir

@@ -16,15 +16,18 @@ import asyncio
 import time
 from pathlib import Path
 
+from bench import profile
 from bench.measure import Figure, StageResult, at_most, percentile
 from bench.plan import Plan
 from bench.stack import BenchStack, committed, preload, wait_http
 from bench.stages.ingest import QUERY, loadgen_result, start_loadgen
 from bench.traffic import CLICK_HEADERS, clicks
+from bench.watch import TopicWatch
 from ingest.sources import write_starter_sources
 from postbacks.groups import stream_group
 from postbacks.local.broker import free_port
 from postbacks.topics import Topics
+from schemas import CONVERSION
 from sinks.endpoint import remote_query
 
 POLL_S = 0.1
@@ -68,6 +71,8 @@ def run(stack: BenchStack, plan: Plan) -> StageResult:
         time.sleep(0.5)
 
     acks_file = settings.data_dir / "acks.tsv"
+    watch = TopicWatch(bootstrap, topics.conversions_attributed, CONVERSION).__enter__()
+    time.sleep(3)  # the watcher joins its group and takes `latest` before the first postback
     load = start_loadgen(
         port,
         "/postback?" + QUERY + f"&token={token}",
@@ -78,6 +83,11 @@ def run(stack: BenchStack, plan: Plan) -> StageResult:
         seconds=plan.e2e_seconds,
         connections=max(plan.connections, 64),
     )
+    spies = [
+        profile.record(service.process.pid, plan.profile_dir / f"e2e-{service.name}.txt", plan.e2e_seconds)
+        for service in (ingest, stream, sink)
+        if plan.profile_dir is not None
+    ]
     # When each request id first shows up, polled while the load runs; acks come from its file after.
     visible: dict[str, float] = {}
     after: dict[int, int] = {}
@@ -93,11 +103,19 @@ def run(stack: BenchStack, plan: Plan) -> StageResult:
     while load.poll() is None:
         poll()
     offered = loadgen_result(load)
+    for spy in spies:
+        if spy is not None:
+            spy.wait(60)
     acked = {rid: float(at) for rid, at in (line.split("\t") for line in acks_file.read_text().splitlines())}
     deadline = time.monotonic() + DRAIN_TIMEOUT_S
     while acked.keys() - visible.keys() and time.monotonic() < deadline:
         poll()
+    watch.__exit__()
     latencies_ms = [(visible[rid] - at) * 1000 for rid, at in acked.items() if rid in visible]
+    stream_ms = [(watch.seen[rid] - at) * 1000 for rid, at in acked.items() if rid in watch.seen]
+    sink_ms = [
+        (visible[rid] - watch.seen[rid]) * 1000 for rid in acked if rid in visible and rid in watch.seen
+    ]
     for service in (ingest, stream, sink):  # idle services would still take a little CPU from later stages
         stack.stop(service)
     missing = len(acked) - len(latencies_ms)
@@ -106,6 +124,7 @@ def run(stack: BenchStack, plan: Plan) -> StageResult:
     result = StageResult("e2e", figure)
     result.extra += [
         Figure("p50", percentile(latencies_ms, 50), "ms"),
+        Figure("max", max(latencies_ms, default=float("nan")), "ms"),
         Figure("offered", plan.e2e_rate, "postbacks/s"),
         Figure("acked", offered["rps"], "postbacks/s"),
     ]
@@ -115,6 +134,21 @@ def run(stack: BenchStack, plan: Plan) -> StageResult:
         f"conversion_versions, {missing} not within {DRAIN_TIMEOUT_S:g} s of the end; "
         f"HTTP ack p50 {offered['p50_ms']:.1f} ms, p99 {offered['p99_ms']:.1f} ms"
     )
+    result.notes.append(
+        "by stage: ack → on conversions.attributed (stream) p50 "
+        f"{percentile(stream_ms, 50):,.0f} ms, p99 {percentile(stream_ms, 99):,.0f} ms; "
+        f"topic → visible (sink) p50 {percentile(sink_ms, 50):,.0f} ms, p99 {percentile(sink_ms, 99):,.0f} ms"
+    )
+    if plan.plot is not None and latencies_ms:
+        from bench.plot import latency_plot
+
+        latency_plot(
+            latencies_ms,
+            plan.plot,
+            f"end to end at {plan.e2e_rate:g} postbacks/s offered ({len(latencies_ms)} postbacks): "
+            f"p50 {percentile(latencies_ms, 50):,.0f} ms, p99 {figure.value:,.0f} ms",
+            {"ack → on conversions.attributed (stream)": stream_ms, "topic → visible (sink)": sink_ms},
+        )
     if missing:
         result.targets.append(at_most("postbacks not visible", float(missing), 1))
     return result

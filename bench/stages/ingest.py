@@ -137,7 +137,9 @@ def run(stack: BenchStack, plan: Plan) -> StageResult:
     producer_rates = asyncio.run(raw_produce(settings, plan, token))
 
     port = free_port()
-    ingest = stack.start("ingest", settings.with_overrides(ingest_port=port))
+    ingest = stack.start(
+        "ingest", settings.with_overrides(ingest_port=port, ingest_workers=plan.ingest_workers)
+    )
     wait_http(f"http://127.0.0.1:{port}/healthz")
     runs = http_runs(port, path, plan, ingest.process.pid, "ingest")
     stack.stop(ingest)
@@ -160,7 +162,8 @@ def run(stack: BenchStack, plan: Plan) -> StageResult:
     generator_cpu = max(r["cpu"] for r in bare_runs)
     result.notes.append(
         f"{plan.connections} keep-alive connections, closed loop; load generator at most "
-        f"{generator_cpu:.2f} cores against the bare handler; {refused} non-2xx/errors from ingest"
+        f"{generator_cpu:.2f} cores against the bare handler; {refused} non-2xx/errors from ingest; "
+        f"ingest in {plan.ingest_workers} process(es), the bare handler in one"
     )
     if refused:
         result.notes.append("ingest refused or dropped requests: the figure counts only accepted ones")

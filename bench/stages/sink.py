@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import profile
+from bench import consume, profile
 from bench.measure import Figure, Sample, StageResult, Windows, at_least, steady_windows
 from bench.plan import Plan
 from bench.stack import BenchStack, cpu_seconds, preload
@@ -66,6 +66,15 @@ def run(stack: BenchStack, plan: Plan) -> StageResult:
         preload(settings.kafka_bootstrap_servers, topic, settings.topic_partitions, load, CLICK_HEADERS)
     )
     base = baseline(settings, plan, [v for _, v in distinct])
+    span = plan.warmup_s + plan.window_s * plan.windows + 10  # + the group join
+    bootstrap = settings.kafka_bootstrap_servers
+    bare = {
+        name: consume.rates(rate(bootstrap, topic, len(load), span), len(load), plan)
+        for name, rate in (
+            ("bare aiokafka getmany", consume.aiokafka_rate),
+            ("bare confluent-kafka consume", consume.confluent_rate),
+        )
+    }
 
     sink_dir = settings.data_dir / "sink"
     sink = stack.start("sink", settings.with_overrides(data_dir=sink_dir, log_level="WARNING"))
@@ -75,7 +84,10 @@ def run(stack: BenchStack, plan: Plan) -> StageResult:
 
     figure = Figure.median_of("postbacks sink", windows.rates, "rows/s")
     raw = Figure.median_of("clickhouse-connect insert from memory", base.rates, "rows/s")
-    result = StageResult("sink", figure, [raw])
+    consumers = [
+        Figure.median_of(f"{name} (records to Python)", rates, "records/s") for name, rates in bare.items()
+    ]
+    result = StageResult("sink", figure, [raw, *consumers])
     result.extra.append(Figure("sink CPU", cores, "cores"))
     result.targets += [at_least("ratio", result.ratio(raw), 0.8), at_least("rows/s", figure.value, 200_000)]
     result.notes.append(windows.describe())

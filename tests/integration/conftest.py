@@ -47,7 +47,7 @@ def running_up(tmp: Path, extra_env: dict[str, str] | None = None) -> Iterator[U
         SINK_METRICS_PORT=str(free_port()),
         OUTBOUND_METRICS_PORT=str(free_port()),
         LOG_FORMAT="text",
-        SINK_BATCH_SECONDS="0.2",
+        SINK_MAX_AGE_MS="200",
         **(extra_env or {}),
     )
     out = tmp / "up.out"

@@ -69,7 +69,7 @@ async def committed(settings: Settings, group: str) -> dict[int, tuple[int, str]
 
 
 async def test_outage_then_recovery_is_exact(pipeline_settings: Settings, clickhouse_db: Any) -> None:
-    settings = pipeline_settings.with_overrides(sink_batch_seconds=0.2)
+    settings = pipeline_settings.with_overrides(sink_max_age_ms=200)
     records = [
         {
             "click_id": f"k{i}",

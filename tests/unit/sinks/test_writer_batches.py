@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from sinks.tables import SPECS
-from sinks.writer import Batch, new_rows, parse_plan
+from sinks.writer import Batch, new_rows, parse_plan, poll_timeout_ms
 
 CONVERSIONS = next(s for s in SPECS if s.name == "conversion_versions")
 
@@ -37,7 +37,7 @@ def test_due_by_rows_or_age() -> None:
     assert batch.due(2, 60)
     old = Batch(0)
     old.add(1, b"", 1)
-    old.started = time.monotonic() - 5
+    old.started = time.time() - 5
     assert old.due(1000, 1.0)
 
 
@@ -73,3 +73,27 @@ def test_column_values_are_the_records_column_by_column() -> None:
         values = spec.column_values(2, records)
         assert len(values) == len(spec.insert_columns)
         assert all(len(column) == len(records) for column in values)
+
+
+def test_a_fetch_waits_no_longer_than_the_oldest_batch_has_left() -> None:
+    now = time.time()
+    assert poll_timeout_ms([], 0.25, now) == 200  # nothing in hand: the idle poll
+    young, old, replay = Batch(0), Batch(1), Batch(2, planned=(1, 9))
+    young.add(1, b"", 1)
+    old.add(1, b"", 1)
+    replay.add(1, b"", 1)
+    young.started, old.started, replay.started = now - 0.1, now - 0.2, now - 10
+    assert poll_timeout_ms([young], 0.25, now) == 150
+    assert poll_timeout_ms([young, old, replay], 0.25, now) == 50  # a re-formed batch waits for completion
+    old.started = now - 1
+    assert poll_timeout_ms([young, old], 0.25, now) == 0  # overdue: take what is buffered, flush
+
+
+def test_the_age_counts_from_when_the_first_record_was_written() -> None:
+    now = time.time()
+    fetched_during_a_flush = Batch(0)
+    fetched_during_a_flush.add(1, b"", 1, written_at=now - 0.3)  # waited while another batch was inserted
+    assert fetched_during_a_flush.due(1000, 0.25)
+    skewed = Batch(0)
+    skewed.add(1, b"", 1, written_at=now + 3600)  # a producer clock ahead of ours: counted from now
+    assert skewed.started <= time.time() and not skewed.due(1000, 0.25)

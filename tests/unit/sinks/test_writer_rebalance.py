@@ -9,6 +9,7 @@ refuses a commit.
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -76,7 +77,12 @@ CODEC = Codec(CLICK)
 def messages(*offsets: int) -> list[SimpleNamespace]:
     click = {"click_id": "", "clicked_at": 0, "offer_id": "o", "publisher_id": "p", "ip": "192.0.2.1"}
     return [
-        SimpleNamespace(offset=o, value=CODEC.encode({**click, "click_id": f"c{o}"}), headers=CODEC.headers)
+        SimpleNamespace(
+            offset=o,
+            value=CODEC.encode({**click, "click_id": f"c{o}"}),
+            headers=CODEC.headers,
+            timestamp=time.time() * 1000,
+        )
         for o in offsets
     ]
 
