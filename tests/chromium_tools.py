@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import shutil
 import subprocess
 import tempfile
@@ -25,28 +24,14 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.debian_packages import ensure
+
 PACKAGE = "chromium"
 
 
 def ensure_chromium() -> str:
     """The chromium binary, installing Debian's package if needed and possible."""
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found:
-        return found
-    apt = shutil.which("apt-get")
-    if apt and os.geteuid() == 0:
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run([apt, "update", "-qq"], check=True, env=env, timeout=600)
-        subprocess.run(
-            [apt, "install", "-y", "-qq", "--no-install-recommends", PACKAGE],
-            check=True,
-            env=env,
-            timeout=900,
-        )
-        found = shutil.which("chromium")
-    if not found:
-        pytest.fail(f"needs Chromium: `sudo apt-get install {PACKAGE}` (Debian/Ubuntu)")
-    return found
+    return ensure(PACKAGE, lambda: shutil.which("chromium") or shutil.which("chromium-browser"))
 
 
 class Page:
