@@ -1,4 +1,4 @@
-"""Prometheus and promtool for the tests: Debian's `prometheus` package, installed when missing
+"""Prometheus and promtool for the tests: Debian's `prometheus` package, installed when missing.
 
 The tests need the real tools (rules checked and unit-tested by promtool, a real server scraping
 `postbacks up`); nothing is skipped. Where they are missing and the tests run as root on Debian or
