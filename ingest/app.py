@@ -150,9 +150,9 @@ class IngestApp:
 
     # -- postbacks ---------------------------------------------------------------------------
 
-    async def _postback(self, request: Request, send: Send) -> int:
-        now = self.clock()
-        ctx = _Context(
+    def _context(self, request: Request, now: float) -> _Context:
+        """A request's id, arrival time and sender address (proxies believed per the sources file)."""
+        return _Context(
             request=request,
             request_id=uuid.uuid4().hex,
             received_ms=int(now * 1000),
@@ -160,6 +160,10 @@ class IngestApp:
                 request.peer, request.headers.get("x-forwarded-for"), self.sources.trusted_proxies
             ),
         )
+
+    async def _postback(self, request: Request, send: Send) -> int:
+        now = self.clock()
+        ctx = self._context(request, now)
         try:
             record = self._accept(ctx, now)
         except Refusal as refusal:
@@ -183,14 +187,7 @@ class IngestApp:
     async def _adjust(self, request: Request, send: Send) -> int:
         """An advertiser adjustment (ingest/admin.py): authenticated, checked, on postbacks.raw."""
         now = self.clock()
-        ctx = _Context(
-            request=request,
-            request_id=uuid.uuid4().hex,
-            received_ms=int(now * 1000),
-            sender_ip=client_ip(
-                request.peer, request.headers.get("x-forwarded-for"), self.sources.trusted_proxies
-            ),
-        )
+        ctx = self._context(request, now)
         try:
             if request.body_too_large:
                 limit = self.settings.max_body_bytes

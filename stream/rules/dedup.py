@@ -109,12 +109,17 @@ def keitaro(postback: Record, click: Record) -> str:
     return f"txn|{tid}" if tid else "click|conversion"
 
 
-def everflow(postback: Record, click: Record) -> str:
-    """Everflow `adv_event_id` (the event; none = the base conversion) + `order_id`."""
+def _per_goal(postback: Record, click: Record, id_field: str, kind: str) -> str:
+    """Installs once per click; else one conversion per goal and `id_field` (once per goal without it)."""
     if is_install(postback):
         return per_click(postback, click)
-    goal, order = _part(postback.get("goal")), postback.get("transaction_id")
-    return f"order|{goal}|{_part(order)}" if order else f"goal|{goal}"
+    goal, ident = _part(postback.get("goal")), postback.get(id_field)
+    return f"{kind}|{goal}|{_part(ident)}" if ident else f"goal|{goal}"
+
+
+def everflow(postback: Record, click: Record) -> str:
+    """Everflow `adv_event_id` (the event; none = the base conversion) + `order_id`."""
+    return _per_goal(postback, click, "transaction_id", "order")
 
 
 def tune(postback: Record, click: Record) -> str:
@@ -124,10 +129,7 @@ def tune(postback: Record, click: Record) -> str:
 
 def affise(postback: Record, click: Record) -> str:
     """Affise `goal` + `action_id` (the advertiser's conversion id); without one, once per goal."""
-    if is_install(postback):
-        return per_click(postback, click)
-    goal, action = _part(postback.get("goal")), postback.get("action_id")
-    return f"action|{goal}|{_part(action)}" if action else f"goal|{goal}"
+    return _per_goal(postback, click, "action_id", "action")
 
 
 def voluum(postback: Record, click: Record) -> str:
