@@ -32,6 +32,7 @@ class UpStack:
     password: str
     port: int
     metrics: dict[str, str]  # service -> its /metrics URL, as printed
+    out: Path  # everything `up` printed, growing while it runs
 
 
 @contextmanager
@@ -71,7 +72,7 @@ def running_up(tmp: Path, extra_env: dict[str, str] | None = None) -> Iterator[U
         assert ingest, banner
         metrics = dict(re.findall(r"(\w+) (http://\S+/metrics)", banner))
         yield UpStack(
-            up, env, banner, ingest.group(1), sql.group(1), sql.group(2), sql.group(3), port, metrics
+            up, env, banner, ingest.group(1), sql.group(1), sql.group(2), sql.group(3), port, metrics, out
         )
     finally:
         if up.poll() is None:

@@ -18,10 +18,10 @@ import pytest
 
 from ingest.auth import TokenAuth
 from ingest.sources import load_sources
-from postbacks.local.broker import free_port
 from postbacks.settings import Settings
 from schemas import CONVERSION, POSTBACK_RAW
 from tests.helpers import REPO, read_topic
+from tests.integration.conftest import running_up
 
 pytestmark = pytest.mark.integration
 
@@ -31,37 +31,16 @@ def children_of(pid: int) -> list[str]:
 
 
 def test_up_runs_the_stack_and_ctrl_c_stops_all_of_it(tmp_path: Path) -> None:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in {"KAFKA_BOOTSTRAP_SERVERS", "TOPIC_PREFIX"}}
-    env.update(
-        POSTBACKS_DATA_DIR=str(tmp_path / "data"),
-        INGEST_PORT=str(port),
-        LOG_FORMAT="text",
-        STREAM_SESSION_TIMEOUT_S="6",
-    )
-    out = tmp_path / "up.out"
-    with out.open("wb") as sink:
-        up = subprocess.Popen(
-            [sys.executable, "-m", "postbacks.cli", "up"],
-            env=env,
-            cwd=REPO,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while "is up" not in out.read_text() and time.monotonic() < deadline:
-            assert up.poll() is None, out.read_text()
-            time.sleep(0.2)
-        banner = out.read_text()
-        assert f"http://127.0.0.1:{port}" in banner, banner
+    with running_up(tmp_path, {"STREAM_SESSION_TIMEOUT_S": "6"}) as stack:
+        up, out, env, banner = stack.process, stack.out, stack.env, stack.banner
+        assert stack.ingest.startswith("http://127.0.0.1:"), banner
         bootstrap = re.search(r"^\s+kafka\s+(\S+)", banner, re.MULTILINE).group(1)  # type: ignore[union-attr]
         assert re.search(r"Apache Kafka 4\.\d+\.\d+ \(KRaft, 1 node", banner), banner  # the version runs
         source = load_sources(tmp_path / "data" / "sources.toml").get(None)
         assert source is not None and isinstance(source.auth, TokenAuth)
         token = source.auth.tokens[0]
         assert token in banner  # the printed curl example works as printed
-        base = f"http://127.0.0.1:{port}"
+        base = stack.ingest
         kafka = Settings(kafka_bootstrap_servers=bootstrap)
 
         def convert(txid: str) -> str:
@@ -131,7 +110,3 @@ def test_up_runs_the_stack_and_ctrl_c_stops_all_of_it(tmp_path: Path) -> None:
         time.sleep(0.5)
         for pid in children:  # nothing left behind
             assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
-    finally:
-        if up.poll() is None:
-            up.kill()
-            up.wait()
