@@ -53,7 +53,9 @@ from stream.changelog_buffer import DrainingProducerBuffer
 from stream.continuity import REWIND_RETRY_S, Continuity
 from stream.decide import CONVERSION_KIND, DUPLICATE_KIND, REJECTED_KIND, Decider, Emit
 from stream.faust_app import StreamFaustApp
+from stream.produce import BatchSender, Outgoing, SentBatch
 from stream.rules.fx import load_rates
+from stream.source_batches import SourceBatch
 from stream.state import ClickState, StateCodec
 from stream.table_io import TableIO
 
@@ -100,13 +102,19 @@ class StreamApp:
             consumer_auto_offset_reset="earliest",
             producer_acks=-1,
             producer_linger_ms=settings.kafka_linger_ms,
+            # A fetch's outputs and changelog records go as one batch per partition
+            # (stream/produce.py); aiokafka's 16 KiB default cut them into many round trips.
+            producer_max_batch_size=512 * 1024,
             broker_client_id=self.client_id,
             consumer_group_instance_id=self.client_id if settings.stream_static_membership else None,
             web_enabled=False,
             autodiscover=False,
             topic_allow_declare=True,
         )
+        # Subscribed through the conductor like an agent's topic; its records reach the agent
+        # a fetch at a time through `batches` (stream/source_batches.py), not record by record.
         self.source = _bytes_topic(app, self.topics.clicks_raw, self.topics.postbacks_raw)
+        app.topics.add(self.source)
         self._source_names = frozenset((self.topics.clicks_raw, self.topics.postbacks_raw))
         self.outputs = {
             CONVERSION_KIND: _bytes_topic(app, self.topics.conversions_attributed),
@@ -139,7 +147,15 @@ class StreamApp:
         self.batcher = BatchDecider(self.decider)
         self._states_io = TableIO(self.states)
         self._index_io = TableIO(self.pending_index)
-        self.agent = app.agent(self.source, name="attribute")(self._attribute)
+        # One event a fetch of the sources: the consumer hands them over (stream/source_batches.py).
+        self.batches = app.channel(maxsize=2)
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._batch_sender: BatchSender | None = None
+        app.source_topics = self._source_names
+        app.on_source_batch = self._hand_over
+        app.source_batch_idle = self._batch_idle
+        self.agent = app.agent(self.batches, name="attribute")(self._attribute)
         app.on_partitions_assigned.connect(self._on_assigned)
         app.commit_limit = self._commit_limit
         app.timer(settings.stream_tick_interval_s, name="clock")(self._clock)
@@ -168,67 +184,75 @@ class StreamApp:
 
     # -- the agent -----------------------------------------------------------------------------
 
-    async def _attribute(self, stream: faust.StreamT[bytes]) -> None:
-        """Take the sources in batches and decide each batch in memory (stream/batch.py).
+    async def _attribute(self, batches: faust.StreamT[SourceBatch]) -> None:
+        """Decide each fetch of the sources as one batch (stream/batch.py).
 
-        Faust acknowledges a batch's events when the next batch is asked for, after
-        `_process` handed over its outputs and changelog records; it commits them only
-        after flushing both (stream/changelog_buffer.py) and no further than
-        `continuity` says was finished.
+        The consumer hands the source records over a fetch at a time, one event on this
+        agent's channel each (stream/source_batches.py); what may be committed is what
+        `continuity` says the agent finished, after Faust flushed the producer
+        (stream/changelog_buffer.py).
         """
-        settings = self.settings
-        assert isinstance(stream, faust.Stream)  # StreamT does not declare take_events
-        async for events in stream.take_events(settings.stream_batch_max, settings.stream_batch_within_s):
-            messages = [event.message for event in events]
+        async for batch in batches:
+            self._idle.clear()
             try:
-                await self._process(messages)
+                await self._process(batch)
             finally:
-                self.handled += len(messages)
+                self.handled += len(batch)
+                self._idle.set()
 
-    async def _process(self, messages: list[Any]) -> None:
-        """One batch: admit (stream/continuity.py), decide, send the outputs, write the states."""
-        generation = self.app.consumer_generation_id
-        admitted = []
-        for message in messages:
-            if message.generation_id != generation:  # fetched before a rebalance: read again after it
-                self._unack(message)
-                continue
-            if await self._admit(message):
-                admitted.append(message)
+    async def _hand_over(self, batch: SourceBatch) -> None:
+        """From the consumer's fetch loop: onto the agent's channel (bounded: the fetch waits when full)."""
+        await self.batches.send(value=batch)
+
+    async def _batch_idle(self) -> None:
+        """For Faust's wait before a rebalance: the batch in hand is finished."""
+        await self._idle.wait()
+
+    async def _process(self, batch: SourceBatch) -> None:
+        """One fetch: admit (stream/continuity.py), decide, send the outputs, write the states."""
+        generation = batch.generation
+        if generation != self.app.consumer_generation_id:
+            return  # fetched before a rebalance: Faust seeks to the committed offsets, read again
+        admitted: list[Any] = []
+        for tp, records in batch.partitions:
+            admitted += await self._admit(tp, records)
         if not admitted:
             return
         sources = [
-            Source(m.partition, m.offset, schema_name(m.headers), m.value, m.headers) for m in admitted
+            Source(rec.partition, rec.offset, schema_name(rec.headers), rec.value, rec.headers)
+            for rec in admitted
         ]
         result = self.batcher.run(sources, self._states_io, self._index_io)
         for name, n in result.counts.items():
             self.processed[name] += n
         for source, exc in result.dead:
             await self._to_dead_letter(admitted[sources.index(source)], exc)
-        futures = await self._send(result.emits)
-        if result.wait_for_outputs:
-            # Held postbacks were decided: their outputs are acknowledged before any state says so.
-            await asyncio.gather(*futures)
-            if self.app.consumer_generation_id != generation:
-                for message in admitted:  # the partitions may be another worker's now: write nothing
-                    self._unack(message)
-                return
         producer = self.app.producer
         buffer = producer.buffer
         assert isinstance(buffer, DrainingProducerBuffer)
-        await self._states_io.write(result.states, producer, buffer)
-        await self._index_io.write(result.index, producer, buffer)
+        outputs = await self._send(result.emits, buffer)
+        if result.wait_for_outputs:
+            # Held postbacks were decided: their outputs are acknowledged before any state says so.
+            await asyncio.gather(*(sent.delivery for sent in outputs))
+            if self.app.consumer_generation_id != generation:
+                return  # the partitions may be another worker's now: write nothing
+        changelog = self._states_io.apply(result.states) + self._index_io.apply(result.index)
+        sent = await self._sender().send(changelog)
+        self._states_io.track(sent, buffer)
+        self._index_io.track(sent, buffer)
         if self.app.consumer_generation_id != generation:
-            for message in admitted:  # a rebalance came while we sent: its records are read again
-                self._unack(message)
-            return
-        for message in admitted:
-            self.continuity.done(message.topic, message.partition, message.offset)
+            return  # a rebalance came while we sent: its records are read again
+        last: dict[tuple[str, int], int] = {}
+        for record in admitted:
+            last[(record.topic, record.partition)] = record.offset
+        for (topic, partition), offset in last.items():
+            self.continuity.done(topic, partition, offset)
 
-    def _unack(self, message: Any) -> None:
-        """Let Faust's ack of this message record nothing: it was not processed."""
-        message.acked = True
-        getattr(self.app.consumer, "_unacked_messages", set()).discard(message)
+    def _sender(self) -> BatchSender:
+        """Batches to the app's producer (started with the worker, so not at construction)."""
+        if self._batch_sender is None:
+            self._batch_sender = BatchSender(self.app.producer._ensure_producer())  # type: ignore[attr-defined]
+        return self._batch_sender
 
     def _on_assigned(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         self.continuity.forget()
@@ -342,35 +366,37 @@ class StreamApp:
                 extra={"topic": tp.topic, "partition": tp.partition, "offset": offset},
             )
 
-    async def _admit(self, message: Any) -> bool:
-        """False for a record that came after a hole in its partition (stream/continuity.py).
+    async def _admit(self, tp: TP, records: list[Any]) -> list[Any]:
+        """A partition's records up to the first one that comes after a hole (stream/continuity.py).
 
-        Such a record is neither processed nor acknowledged (Faust would otherwise count
-        it as done and commit past the hole); the partition is rewound to the hole.
+        The rest are neither processed nor marked done (the commit cannot pass the hole):
+        the partition is rewound to the hole, and they are read again after it.
         """
+        topic, partition = tp.topic, tp.partition
         start = None
-        if not self.continuity.knows(message.topic, message.partition):
-            start = await self._start_offset(message.tp)
-        verdict = self.continuity.admit(
-            message.topic, message.partition, message.offset, start, time.monotonic()
-        )
-        missing = verdict.rewind_to
-        if missing is None:
-            return True
-        self._unack(message)
-        self.processed["rewound"] += 1
-        if verdict.seek:
-            log.warning(
-                "source record missing: rewinding its partition",
-                extra={
-                    "topic": message.topic,
-                    "partition": message.partition,
-                    "missing_offset": missing,
-                    "got_offset": message.offset,
-                },
-            )
-            await self._seek(message.tp, missing)
-        return False
+        if not self.continuity.knows(topic, partition):
+            start = await self._start_offset(tp)
+        now = time.monotonic()
+        admit = self.continuity.admit
+        for i, record in enumerate(records):
+            verdict = admit(topic, partition, record.offset, start, now)
+            missing = verdict.rewind_to
+            if missing is None:
+                continue
+            self.processed["rewound"] += len(records) - i
+            if verdict.seek:
+                log.warning(
+                    "source record missing: rewinding its partition",
+                    extra={
+                        "topic": topic,
+                        "partition": partition,
+                        "missing_offset": missing,
+                        "got_offset": record.offset,
+                    },
+                )
+                await self._seek(tp, missing)
+            return records[:i]
+        return records
 
     def _load(self, key: bytes) -> ClickState | None:
         raw = self.states.get(key)
@@ -404,23 +430,23 @@ class StreamApp:
 
     # -- outputs ---------------------------------------------------------------------------------
 
-    async def _send(self, emits: list[Emit]) -> list[Any]:
-        """Hand the outputs to the producer; the futures resolve when the broker acknowledges them.
+    async def _send(self, emits: list[Emit], buffer: DrainingProducerBuffer) -> list[SentBatch]:
+        """Hand the outputs to the producer a partition batch at a time (stream/produce.py).
 
-        Straight to Faust's producer (aiokafka's), not through `Topic.send`: the bytes are
-        final and the topic's serializers, sensors and per-message callbacks would only add
-        work per event. Nothing is weakened: Faust flushes this same producer before it
-        commits offsets (at-least-once), and `_process` awaits the acks where it must.
+        Straight to aiokafka's producer, not through `Topic.send`: the bytes are final and
+        the topic's serializers, sensors and per-message callbacks would only add work per
+        record. Nothing is weakened: `buffer` holds the commit until every batch is
+        acknowledged (stream/changelog_buffer.py), and `_process` awaits the acks where it must.
         """
-        producer = self.app.producer
         metrics.count_out(emits)
-        futures = []
-        for emit in emits:
-            headers = self.decider.codecs[emit.kind].headers_for(emit.schema_version)
-            futures.append(
-                await producer.send(self._output_names[emit.kind], emit.key, emit.value, None, None, headers)
-            )
-        return futures
+        names, codecs = self._output_names, self.decider.codecs
+        sent = await self._sender().send(
+            Outgoing(names[e.kind], e.key, e.value, codecs[e.kind].headers_for(e.schema_version))
+            for e in emits
+        )
+        for batch in sent:
+            buffer.track(batch.delivery)
+        return sent
 
     async def _to_dead_letter(self, message: Any, exc: Exception) -> None:
         """A poison message is kept with its error; the worker goes on instead of crash-looping."""

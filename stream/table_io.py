@@ -1,15 +1,16 @@
 """A Faust table read and written by partition, for a batch: no per-event context needed.
 
 Why. Faust's `table[key]` finds the partition (of the local store and of the changelog
-record) in the event the current task is iterating. A batch is decided after its events
-were iterated, so that context is gone, and a table access through it costs more than
+record) in the event the current task is iterating. A batch is decided outside any
+event, so that context is not there, and a table access through it costs more than
 the decision. Here a key's partition is given (the source record's: tables are
 co-partitioned with the sources), the local store is read and written directly, and
-each write hands its changelog record straight to the producer, in the same order
-and partition as Faust's `Table.send_changelog` would, and registers its delivery
-with the producer buffer that Faust drains, acknowledgements included, before it
-commits offsets (stream/changelog_buffer.py); the last acknowledgement of a partition
-moves the store's persisted changelog offset as Faust's own writes do.
+each write becomes a changelog record in the same partition as Faust's
+`Table.send_changelog` would put it, handed to the producer with the batch's other
+records (stream/produce.py). Their acknowledgements are registered with the producer
+buffer that Faust drains, acknowledgements included, before it commits offsets
+(stream/changelog_buffer.py); a partition's acknowledged batch moves the store's
+persisted changelog offset to its last record, as Faust's own writes do.
 
 Two stores are supported, the two the worker is configured with: RocksDB (rocksdict)
 and memory.
@@ -23,9 +24,11 @@ from typing import Any
 
 from faust.stores.memory import Store as MemoryStore
 from faust.stores.rocksdb import Store as RocksStore
+from faust.types import TP
 
 from stream.batch import Written
 from stream.changelog_buffer import DrainingProducerBuffer
+from stream.produce import Outgoing, SentBatch
 
 
 class TableIO:
@@ -35,6 +38,11 @@ class TableIO:
     @property
     def _store(self) -> Any:
         return self.table.data
+
+    @property
+    def topic(self) -> str:
+        name: str = self.table.changelog_topic.get_topic_name()
+        return name
 
     def get(self, key: bytes, partition: int) -> bytes | None:
         store = self._store
@@ -49,21 +57,14 @@ class TableIO:
         """Every entry of the partitions this worker holds (the tables' own iteration)."""
         return list(self.table.items())
 
-    async def write(
-        self, writes: Mapping[bytes, Written], producer: Any, buffer: DrainingProducerBuffer
-    ) -> None:
-        """Write each key's final value locally and hand its changelog record to the producer.
-
-        Straight to the producer, not through Faust's buffer and its task that sends one
-        record at a time; `buffer` is told of each delivery so that Faust's flush before a
-        commit still waits for every acknowledgement (stream/changelog_buffer.py).
-        """
+    def apply(self, writes: Mapping[bytes, Written]) -> list[Outgoing]:
+        """Write each key's final value locally; return the changelog records to send for them."""
         store = self._store
         rocks = isinstance(store, RocksStore)
         if not rocks and not isinstance(store, MemoryStore):
             raise TypeError(f"unsupported table store {type(store).__name__}")
-        topic = self.table.changelog_topic.get_topic_name()
-        last: dict[int, asyncio.Future[Any]] = {}
+        topic = self.topic
+        records = []
         for key, written in writes.items():
             partition, value = written.partition, written.value
             if rocks:
@@ -80,15 +81,27 @@ class TableIO:
             else:
                 store.data[key] = value
                 store._key_partition[key] = partition
-            delivery = await producer.send(topic, key, value, partition, None, None)
-            buffer.track(delivery)
-            last[partition] = delivery
-        if rocks:
-            for delivery in last.values():  # a partition's records are acknowledged in order
-                delivery.add_done_callback(self._persisted)
+            records.append(Outgoing(topic, key, value, (), partition))
+        return records
 
-    def _persisted(self, delivery: asyncio.Future[Any]) -> None:
+    def track(self, sent: Iterable[SentBatch], buffer: DrainingProducerBuffer) -> None:
+        """Let the commit wait for this table's changelog batches; record where recovery starts."""
+        rocks = isinstance(self._store, RocksStore)
+        topic = self.topic
+        for batch in sent:
+            if batch.topic != topic:
+                continue
+            buffer.track(batch.delivery)
+            if rocks:  # a partition's batches are acknowledged in order
+                batch.delivery.add_done_callback(self._persisted(batch))
+
+    def _persisted(self, batch: SentBatch) -> Any:
         """Where recovery starts reading this partition's changelog, as Faust's own writes record it."""
-        if not delivery.cancelled() and delivery.exception() is None:
-            metadata = delivery.result()
-            self._store.set_persisted_offset(metadata.topic_partition, metadata.offset)
+
+        def done(delivery: asyncio.Future[Any]) -> None:
+            if not delivery.cancelled() and delivery.exception() is None:
+                first = delivery.result().offset  # the batch's first record
+                tp = TP(batch.topic, batch.partition)
+                self._store.set_persisted_offset(tp, first + batch.count - 1)
+
+        return done

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from faust.agents.agent import AgentTestWrapper
+from aiokafka.structs import ConsumerRecord
 from faust.types import TP
 
 from postbacks.catalog import EMPTY_CATALOG
@@ -20,21 +20,68 @@ from postbacks.settings import Settings
 from schemas import CLICK, CONVERSION, POSTBACK_DUPLICATE, POSTBACK_RAW, POSTBACK_REJECTED, STREAM_TICK, Codec
 from stream.app import StreamApp
 from stream.decide import Emit
+from stream.produce import SentBatch
+from stream.source_batches import SourceBatch
 from tests.unit.stream.conftest import click, postback
+
+SOURCE = "<internal>"  # one source topic stands for both: decisions do not depend on which
+
+
+Record = ConsumerRecord[bytes, bytes]
+
+
+class Feed:
+    """Hands the agent source records as the consumer does: a fetch at a time (stream/source_batches.py).
+
+    `offset` is the next record's offset (a test sets it to make holes and replays);
+    `put` returns once the agent has finished the batch.
+    """
+
+    def __init__(self, app: StreamApp, ctx: Any) -> None:
+        self.app, self.ctx, self.offset = app, ctx, 0
+
+    def record(
+        self, key: bytes, value: bytes, headers: Any, partition: int = 0
+    ) -> ConsumerRecord[bytes, bytes]:
+        offset, self.offset = self.offset, self.offset + 1
+        return ConsumerRecord(
+            SOURCE, partition, offset, 0, 0, key, value, None, len(key), len(value), headers
+        )
+
+    async def put(
+        self, key: bytes, value: bytes, headers: Any, partition: int = 0
+    ) -> ConsumerRecord[bytes, bytes]:
+        record = self.record(key, value, headers, partition)
+        await self.batch([record])
+        return record
+
+    async def batch(self, records: list[Record]) -> None:
+        by_partition: dict[int, list[Any]] = {}
+        for record in records:
+            by_partition.setdefault(record.partition, []).append(record)
+        batch = SourceBatch(
+            self.app.app.consumer_generation_id,
+            [(TP(SOURCE, partition), rs) for partition, rs in by_partition.items()],
+        )
+        before = self.app.handled
+        await self.ctx.put(value=batch, wait=False)
+        for _ in range(100_000):  # yields, not sleeps: some tests stop the clock
+            if self.app.handled > before:
+                return
+            await asyncio.sleep(0)
+        raise AssertionError("the agent did not take the batch")
 
 
 @pytest.fixture
 def stream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[StreamApp, list[Emit], list[Any]]:
-    settings = Settings(
-        kafka_bootstrap_servers="127.0.0.1:9", stream_store="memory", data_dir=tmp_path, stream_batch_max=1
-    )  # a batch per record, taken at once: these tests look between records
+    settings = Settings(kafka_bootstrap_servers="127.0.0.1:9", stream_store="memory", data_dir=tmp_path)
     app = StreamApp(settings, EMPTY_CATALOG, {})
     app.app.finalize()
     app.app.flow_control.resume()
     sent: list[Emit] = []
     dead: list[Any] = []
 
-    async def capture(emits: list[Emit]) -> list[Any]:
+    async def capture(emits: list[Emit], buffer: Any) -> list[SentBatch]:
         sent.extend(emits)
         return []
 
@@ -47,36 +94,24 @@ def stream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[StreamApp, 
     async def log_starts_at_zero(*tps: Any) -> dict[Any, int]:
         return dict.fromkeys(tps, 0)
 
-    internal = "<internal>"  # the topic of every record test_context hands the agent
-    monkeypatch.setattr(app, "_source_names", app._source_names | {internal})
+    monkeypatch.setattr(app, "_source_names", app._source_names | {SOURCE})
     assigned = {TP(topic, partition) for topic in app._source_names for partition in range(3)}
     monkeypatch.setattr(app.app.consumer, "assignment", lambda: assigned)
     monkeypatch.setattr(app, "_committed_offsets", nothing_committed)
     monkeypatch.setattr(app.app.consumer, "earliest_offsets", log_starts_at_zero)
     monkeypatch.setattr(app, "_send", capture)
     monkeypatch.setattr(app, "_to_dead_letter", capture_dead)
-    changelog: list[tuple[str, bytes, bytes | None, int]] = []
 
-    async def changelog_send(topic: str, key: bytes, value: bytes | None, partition: int, *_: Any) -> Any:
-        changelog.append((topic, key, value, partition))
-        delivered: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        delivered.set_result(None)
-        return delivered
+    class Changelog:
+        """Only table writes reach the batch sender here: acknowledged at once."""
 
-    monkeypatch.setattr(app.app.producer, "send", changelog_send)  # only table writes reach it here
-    put = AgentTestWrapper.put
+        async def send(self, records: Any) -> list[SentBatch]:
+            delivered: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            delivered.set_result(None)
+            return [SentBatch(r.topic, r.partition or 0, 1, delivered) for r in records]
 
-    async def put_and_wait_for_its_batch(self: AgentTestWrapper, *args: Any, **kwargs: Any) -> Any:
-        """The agent decides in batches: wait until the batch holding this record is done."""
-        before = app.handled
-        event = await put(self, *args, **{**kwargs, "wait": False})
-        for _ in range(100_000):  # yields, not sleeps: some tests stop the clock
-            if app.handled > before:
-                return event
-            await asyncio.sleep(0)
-        raise AssertionError("the agent did not take the record")
-
-    monkeypatch.setattr(AgentTestWrapper, "put", put_and_wait_for_its_batch)
+    changelog = Changelog()
+    monkeypatch.setattr(app, "_sender", lambda: changelog)
     return app, sent, dead
 
 
@@ -88,16 +123,17 @@ async def test_agent_dispatches_holds_and_dead_letters(
     agent = app.agent
     first = postback("c1")
     async with agent.test_context() as ctx:
-        await ctx.put(key=b"c1", value=clicks.encode(click("c1")), headers=clicks.headers)
-        await ctx.put(key=b"c1", value=raw.encode(first), headers=raw.headers)
-        await ctx.put(key=b"c1", value=raw.encode({**first, "request_id": "retry"}), headers=raw.headers)
+        feed = Feed(app, ctx)
+        await feed.put(b"c1", clicks.encode(click("c1")), clicks.headers)
+        await feed.put(b"c1", raw.encode(first), raw.headers)
+        await feed.put(b"c1", raw.encode({**first, "request_id": "retry"}), raw.headers)
         # A postback before its click is held, then decided when the click arrives.
-        await ctx.put(key=b"c2", value=raw.encode(postback("c2")), headers=raw.headers)
+        await feed.put(b"c2", raw.encode(postback("c2")), raw.headers)
         held = app._load(b"c2")
         assert held is not None and len(held["pending"]) == 1 and not sent[2:]
-        await ctx.put(key=b"c2", value=clicks.encode(click("c2")), headers=clicks.headers)
+        await feed.put(b"c2", clicks.encode(click("c2")), clicks.headers)
         # Poison: right header, bytes that are not a postback.
-        await ctx.put(key=b"c3", value=b"\xff\xff\xff\xff", headers=raw.headers)
+        await feed.put(b"c3", b"\xff\xff\xff\xff", raw.headers)
     assert [e.kind for e in sent] == ["conversion", "duplicate", "conversion"]
     conversion = Codec(CONVERSION).decode_version(sent[0].value, sent[0].schema_version)
     duplicate = Codec(POSTBACK_DUPLICATE).decode_version(sent[1].value, sent[1].schema_version)
@@ -114,13 +150,14 @@ async def test_a_tick_on_the_clicks_topic_refuses_a_postback_whose_click_never_c
     raw, ticks = Codec(POSTBACK_RAW), Codec(STREAM_TICK)
     held = postback("c9")
     async with app.agent.test_context() as ctx:
-        await ctx.put(key=b"c9", value=raw.encode(held), headers=raw.headers, partition=0)
+        feed = Feed(app, ctx)
+        await feed.put(b"c9", raw.encode(held), raw.headers, partition=0)
         assert app.pending_index.get(b"c9") is not None and sent == []
         early = held["received_at"] + 1_000  # inside the grace period: nothing yet
-        await ctx.put(key=b"tick", value=ticks.encode({"at": early}), headers=ticks.headers, partition=0)
+        await feed.put(b"tick", ticks.encode({"at": early}), ticks.headers, partition=0)
         assert sent == []
         late = held["received_at"] + 10**9
-        await ctx.put(key=b"tick", value=ticks.encode({"at": late}), headers=ticks.headers, partition=0)
+        await feed.put(b"tick", ticks.encode({"at": late}), ticks.headers, partition=0)
     [refusal] = sent
     record = Codec(POSTBACK_REJECTED).decode_version(refusal.value, refusal.schema_version)
     assert (record["request_id"], record["reason"]) == (held["request_id"], "unknown_click")
@@ -140,17 +177,17 @@ async def test_a_record_after_a_hole_is_not_processed_and_its_partition_is_rewou
     monkeypatch.setattr(app.app.consumer, "seek", seek)
     first, retry = postback("c1"), postback("c1", request_id="retry")
     async with app.agent.test_context() as ctx:
-        await ctx.put(key=b"c1", value=clicks.encode(click("c1")), headers=clicks.headers)  # offset 0
-        ctx.sent_offset = 2  # offset 1 never reaches the agent
-        early = await ctx.put(key=b"c1", value=raw.encode(retry), headers=raw.headers)
-        await ctx.put(key=b"c1", value=raw.encode(retry), headers=raw.headers)  # offset 3, in flight
+        feed = Feed(app, ctx)
+        await feed.put(b"c1", clicks.encode(click("c1")), clicks.headers)  # offset 0
+        feed.offset = 2  # offset 1 never reaches the agent
+        early = await feed.put(b"c1", raw.encode(retry), raw.headers)
+        await feed.put(b"c1", raw.encode(retry), raw.headers)  # offset 3, in flight
         assert sent == [] and seeks == [(0, 1)]  # one rewind, nothing decided out of order
-        assert early.message.acked  # so Faust records no ack for it and cannot commit past the hole
-        topic = early.message.topic
+        topic = early.topic
         assert app.continuity.commit_limit(topic, 0) == 1  # the click at 0 finished; nothing past the hole
-        ctx.sent_offset = 1  # the rewind brings the hole back, then what followed it
-        await ctx.put(key=b"c1", value=raw.encode(first), headers=raw.headers)
-        await ctx.put(key=b"c1", value=raw.encode(retry), headers=raw.headers)
+        feed.offset = 1  # the rewind brings the hole back, then what followed it
+        await feed.put(b"c1", raw.encode(first), raw.headers)
+        await feed.put(b"c1", raw.encode(retry), raw.headers)
     assert [(e.kind, e.key) for e in sent] == [("conversion", b"c1"), ("duplicate", b"c1")]
     duplicate = Codec(POSTBACK_DUPLICATE).decode_version(sent[1].value, sent[1].schema_version)
     assert duplicate["request_id"] == "retry"  # the first in log order won, as without the hole
@@ -170,13 +207,14 @@ async def test_a_record_dropped_before_the_first_commit_is_sought_and_a_lost_rew
         seeks.append((tp.partition, offset))
 
     async def log_ends(*tps: Any) -> dict[Any, int]:
-        return {tp: 2 if tp == TP("<internal>", 0) else 0 for tp in tps}  # only this one holds records
+        return {tp: 2 if tp == TP(SOURCE, 0) else 0 for tp in tps}  # only this one holds records
 
     monkeypatch.setattr(app.app.consumer, "seek", seek)
     monkeypatch.setattr(app.app.consumer, "highwaters", log_ends)
     async with app.agent.test_context() as ctx:
-        ctx.sent_offset = 1  # offset 0 was fetched and dropped before the agent saw it
-        late = await ctx.put(key=b"c2", value=clicks.encode(click("c2")), headers=clicks.headers)
+        feed = Feed(app, ctx)
+        feed.offset = 1  # offset 0 was fetched and dropped before the agent saw it
+        late = await feed.put(b"c2", clicks.encode(click("c2")), clicks.headers)
         assert seeks == [(0, 0)] and app._load(b"c2") is None
         # The seek raced with records in flight and nothing else arrives: the clock asks again.
         await app._catch_up()
@@ -185,11 +223,11 @@ async def test_a_record_dropped_before_the_first_commit_is_sought_and_a_lost_rew
             later.setattr("stream.app.time.monotonic", lambda: 10**9)
             await app._catch_up()
         assert seeks == [(0, 0), (0, 0)]  # only partition 0 has unread records
-        ctx.sent_offset = 0
-        await ctx.put(key=b"c1", value=clicks.encode(click("c1")), headers=clicks.headers)
-        await ctx.put(key=b"c2", value=clicks.encode(click("c2")), headers=clicks.headers)
+        feed.offset = 0
+        await feed.put(b"c1", clicks.encode(click("c1")), clicks.headers)
+        await feed.put(b"c2", clicks.encode(click("c2")), clicks.headers)
     assert app._load(b"c1") is not None and app._load(b"c2") is not None
-    assert app.continuity.commit_limit(late.message.topic, 0) == 2
+    assert app.continuity.commit_limit(late.topic, 0) == 2
 
 
 async def test_a_partition_starts_at_the_offset_the_group_committed_asked_once_per_assignment(
@@ -202,7 +240,7 @@ async def test_a_partition_starts_at_the_offset_the_group_committed_asked_once_p
 
     async def committed(partitions: list[Any]) -> dict[Any, int]:
         asked.append(partitions)
-        return {TP("<internal>", 0): 3}
+        return {TP(SOURCE, 0): 3}
 
     async def seek(tp: Any, offset: int) -> None:
         seeks.append((tp.partition, offset))
@@ -210,14 +248,15 @@ async def test_a_partition_starts_at_the_offset_the_group_committed_asked_once_p
     monkeypatch.setattr(app, "_committed_offsets", committed)
     monkeypatch.setattr(app.app.consumer, "seek", seek)
     async with app.agent.test_context() as ctx:
-        ctx.sent_offset = 4  # the group committed 3: the record at 3 was dropped on the way
-        await ctx.put(key=b"c1", value=clicks.encode(click("c1")), headers=clicks.headers)
+        feed = Feed(app, ctx)
+        feed.offset = 4  # the group committed 3: the record at 3 was dropped on the way
+        await feed.put(b"c1", clicks.encode(click("c1")), clicks.headers)
         assert seeks == [(0, 3)] and app._load(b"c1") is None
-        ctx.sent_offset = 3
-        await ctx.put(key=b"c0", value=clicks.encode(click("c0")), headers=clicks.headers)
-        await ctx.put(key=b"c1", value=clicks.encode(click("c1")), headers=clicks.headers)
-        ctx.sent_offset = 0
-        await ctx.put(key=b"c5", value=clicks.encode(click("c5")), headers=clicks.headers, partition=1)
+        feed.offset = 3
+        await feed.put(b"c0", clicks.encode(click("c0")), clicks.headers)
+        await feed.put(b"c1", clicks.encode(click("c1")), clicks.headers)
+        feed.offset = 0
+        await feed.put(b"c5", clicks.encode(click("c5")), clicks.headers, partition=1)
     assert app._load(b"c0") is not None and app._load(b"c1") is not None and app._load(b"c5") is not None
     assert len(asked) == 1  # partition 1 (nothing committed: from the log's first offset) asked no more
 
@@ -243,6 +282,54 @@ async def test_a_rewind_of_a_partition_revoked_meanwhile_is_left_to_its_next_own
     tp = TP("clicks.raw", 0)
     await app._seek(tp, 29)  # does not raise
     assert sought == [(tp, 29)]
+
+
+async def test_a_fetch_is_one_batch_a_hole_holds_back_only_its_partition(
+    stream: tuple[StreamApp, list[Emit], list[Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Several partitions in one fetch: each is admitted on its own, a poison record goes alone."""
+    app, sent, dead = stream
+    clicks, raw = Codec(CLICK), Codec(POSTBACK_RAW)
+    seeks: list[tuple[int, int]] = []
+
+    async def seek(tp: Any, offset: int) -> None:
+        seeks.append((tp.partition, offset))
+
+    monkeypatch.setattr(app.app.consumer, "seek", seek)
+    async with app.agent.test_context() as ctx:
+        feed = Feed(app, ctx)
+        fetch = [feed.record(b"c1", clicks.encode(click("c1")), clicks.headers, partition=0)]
+        fetch.append(feed.record(b"c9", b"\xff\xff", raw.headers, partition=0))  # poison, between good ones
+        fetch.append(feed.record(b"c1", raw.encode(postback("c1")), raw.headers, partition=0))
+        feed.offset = 5  # partition 1 starts after a hole: none of its records is decided
+        fetch.append(feed.record(b"c2", clicks.encode(click("c2")), clicks.headers, partition=1))
+        fetch.append(feed.record(b"c2", raw.encode(postback("c2")), raw.headers, partition=1))
+        await feed.batch(fetch)
+    assert [(e.kind, e.key) for e in sent] == [("conversion", b"c1")]
+    assert dead == [(1, dead[0][1])] and "cannot decode" in dead[0][1]
+    assert seeks == [(1, 0)] and app._load(b"c2") is None
+    assert app.continuity.commit_limit(SOURCE, 0) == 3 and app.continuity.commit_limit(SOURCE, 1) == 0
+    assert app.processed["rewound"] == 2
+
+
+async def test_a_fetch_from_before_a_rebalance_is_left_unread(
+    stream: tuple[StreamApp, list[Emit], list[Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Faust seeks every assigned partition to its committed offset: the fetch is read again then."""
+    app, sent, _ = stream
+    clicks = Codec(CLICK)
+    async with app.agent.test_context() as ctx:
+        feed = Feed(app, ctx)
+        record = feed.record(b"c1", clicks.encode(click("c1")), clicks.headers)
+        monkeypatch.setattr(app.app, "consumer_generation_id", app.app.consumer_generation_id + 1)
+        stale = SourceBatch(app.app.consumer_generation_id - 1, [(TP(SOURCE, 0), [record])])
+        await feed.ctx.put(value=stale, wait=False)
+        feed.offset = 0
+        fresh = feed.record(b"c2", clicks.encode(click("c2")), clicks.headers, partition=1)
+        await feed.batch([fresh])  # returns after the stale batch: the agent takes them in order
+        await feed.batch([])  # ... so this one returns after the fresh one
+    assert app._load(b"c1") is None and app.continuity.commit_limit(SOURCE, 0) == 0 and sent == []
+    assert app._load(b"c2") is not None  # the current generation's fetch was decided
 
 
 def test_every_table_changelog_is_created_before_faust_starts(

@@ -1,0 +1,161 @@
+"""Faust's consumer, handing the stream's source records to the agent a whole fetch at a time.
+
+Why. Faust delivers every record on its own: a Message object, a dispatch through the
+conductor into each subscribed stream's queue, an Event, an iteration step of the
+agent's stream and an acknowledgement, each with awaits. For the stream worker, which
+does little per record once it decides in batches (stream/batch.py), that machinery
+was the floor: a Faust agent that only iterates the source records runs at a fraction
+of a raw aiokafka consumer's rate (`postbacks bench stream`, "Faust floor").
+
+So for the source topics (`clicks.raw`, `postbacks.raw`) this consumer's fetch loop
+hands what one fetch returned, aiokafka's records grouped by partition, to the app in
+one call (`on_batch`); the app puts it on the agent's channel as one event. Every other
+topic (the tables' changelogs during recovery, standby partitions) goes through Faust's
+own per-record path unchanged.
+
+Offsets. Source records are never Faust messages, so Faust's acknowledgement
+bookkeeping knows nothing of them: what may be committed for a source partition is
+exactly the app's `commit_limit` (stream/continuity.py: one past the last record the
+agent finished with no hole before it), committed by Faust's own commit, which flushes
+the producer first (stream/changelog_buffer.py). At a rebalance Faust waits for its
+streams to be empty before it lets partitions go; `batch_idle` makes that wait include
+the batch the agent is deciding, so no state is written to a partition already revoked.
+A fetch handed over under an older consumer generation is dropped by the agent and read
+again from the committed offset (Faust seeks every assigned partition there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
+
+from faust.types import TP
+from mode import ServiceT
+
+from stream.commit_limit import CommitLimitedConsumer
+
+log = logging.getLogger(__name__)
+
+_FETCHING = "FETCHING"  # Faust's diagnostic flag while its fetch loop waits on the broker
+
+
+@dataclass(frozen=True, slots=True)
+class SourceBatch:
+    """One fetch's source records, by partition in log order, and the consumer generation they came under."""
+
+    generation: int
+    partitions: list[tuple[TP, list[Any]]]  # aiokafka ConsumerRecords
+
+    def __len__(self) -> int:
+        return sum(len(records) for _, records in self.partitions)
+
+
+class BatchReceiver(Protocol):
+    """What the app (stream/faust_app.py) gives the consumer: the topics to batch and where batches go."""
+
+    source_topics: frozenset[str]
+
+    async def on_source_batch(self, batch: SourceBatch) -> None: ...
+
+    async def source_batch_idle(self) -> None: ...
+
+
+class BatchConsumer(CommitLimitedConsumer):
+    @property
+    def receiver(self) -> BatchReceiver:
+        return cast(BatchReceiver, self.app)
+
+    @property
+    def batch_topics(self) -> frozenset[str]:
+        return self.receiver.source_topics
+
+    async def _drain_messages(self, fetcher: ServiceT) -> None:  # pragma: no cover - needs a broker
+        """Faust's fetch loop (transport/consumer.py `_drain_messages`), source topics a fetch at a time."""
+        consumer_should_stop = self._stopped.is_set
+        fetcher_should_stop = fetcher._stopped.is_set  # type: ignore[attr-defined]
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                self.diag.set_flag(_FETCHING)
+                records, active = await self._wait_next_records(1.0)
+                generation = self.app.consumer_generation_id
+                await self.sleep(0)
+                try:
+                    if not records or self.should_stop:
+                        continue
+                    if not self.flow_active:  # as Faust's getmany: a rebalance began, start over there
+                        await self.perform_seek()
+                        continue
+                    ours = await self._dispatch(records, active, generation)
+                    if ours:
+                        handed = self.receiver.on_source_batch(SourceBatch(generation, ours))
+                        await self.wait_first(handed, self.suspend_flow.wait())
+                finally:
+                    self.diag.unset_flag(_FETCHING)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                log.info("Consumer shutting down for user cancel.")
+                return
+            raise
+        except Exception as exc:
+            log.exception("Drain messages raised: %r", exc)
+            raise
+
+    async def _dispatch(
+        self, records: Mapping[TP, list[Any]], active: set[TP] | None, generation: int
+    ) -> list[tuple[TP, list[Any]]]:
+        """Source partitions' records, kept together; every other record down Faust's own path."""
+        ours = []
+        buffered = self._buffered_partitions
+        for tp, batch in records.items():
+            if not batch or not (active is None or tp in active or tp in buffered):
+                continue
+            if tp.topic in self.batch_topics:
+                ours.append((TP(tp.topic, tp.partition), batch))
+                self._read_offset[tp] = batch[-1].offset
+                continue
+            for record in batch:
+                if self.app.consumer_generation_id != generation or not self.flow_active:
+                    return ours  # as Faust's getmany: stop delivering what a rebalance made stale
+                await self._deliver(tp, record)
+        return ours
+
+    async def _deliver(self, tp: TP, record: Any) -> None:
+        """One record of another topic, as Faust's fetch loop delivers it."""
+        offset = record.offset
+        read = self._read_offset[tp]
+        if read is not None and offset < read:
+            return  # Faust drops what it has read already
+        if read and offset - read > 1 and self.app.topics.acks_enabled_for(tp.topic):
+            await self._add_gap(tp, read + 1, offset)
+        message = self._to_message(tp, record)
+        await self.wait_first(self.callback(message), self.suspend_flow.wait())
+        self._read_offset[tp] = offset
+
+    def _filter_tps_with_pending_acks(self, topics: Any = None) -> Iterator[TP]:
+        """Faust's candidates for a commit (partitions with acked records), plus our source partitions."""
+        seen: set[TP] = set(super()._filter_tps_with_pending_acks(topics))
+        for tp in self.assignment():
+            if tp.topic in self.batch_topics and (topics is None or tp in topics or tp.topic in topics):
+                seen.add(tp)
+        return iter(seen)
+
+    def _new_offset(self, tp: TP) -> int | None:
+        """A source partition commits what the agent finished; Faust's acks count for other topics."""
+        if tp.topic not in self.batch_topics:
+            return super()._new_offset(tp)
+        limit = self.commit_limit(tp)
+        committed = self._committed_offset[tp] or 0  # Faust keeps a committed 0 as None
+        return limit if limit is not None and limit > committed else None
+
+    async def wait_empty(self) -> None:
+        """Faust's wait for its streams to finish their records, and for the agent's batch in hand."""
+        await super().wait_empty()
+        await self.receiver.source_batch_idle()
