@@ -196,6 +196,14 @@ class StreamApp:
             self._idle.clear()
             try:
                 await self._process(batch)
+            except Exception as exc:
+                # Not a poison record (those go to the dead-letter topic): a fault of ours or of
+                # Kafka's. Faust would restart the agent and go on, and a later batch's progress
+                # would let the commit pass this batch's records: stop the worker instead; it
+                # resumes from the committed offsets.
+                log.exception("batch failed: stopping the worker", extra={"records": len(batch)})
+                await self.app.crash(exc)
+                raise
             finally:
                 self.handled += len(batch)
                 self._idle.set()

@@ -24,9 +24,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from schemas import CLICK, POSTBACK_RAW, STREAM_TICK, Codec, SchemaError
+from schemas import CLICK, CLICK_STATE, POSTBACK_RAW, STREAM_TICK, Codec, SchemaError, all_versions, latest
+from stream.click_splice import ClickSplicer, Truncated, encode_long
 from stream.decide import Decider, Emit
-from stream.state import ClickState, PendingIndex, StateCodec
+from stream.state import STATE_CLICK_FIELDS, ClickState, PendingIndex, StateCodec
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,13 +75,41 @@ class BatchDecider:
         self.codec = StateCodec()
         self._clicks = Codec(CLICK, millis=True)
         self._ticks = Codec(STREAM_TICK, millis=True)
+        self.splicers = _splicers()
+        # A new click's state: version byte, union branch 1 (a click), the click, expires_at, [], [].
+        self.new_state_head = bytes((latest(CLICK_STATE).version,)) + b"\x02"
+
+    def new_click_state(self, spliced: bytes, expires_at: int) -> bytes:
+        """The bytes StateCodec.dump_state writes for a new click (tests/unit/stream/test_click_splice.py)."""
+        return self.new_state_head + spliced + encode_long(expires_at) + b"\x00\x00"
 
     def run(self, records: Sequence[Source], states: Reader, index: IndexReader) -> BatchResult:
         """Decide `records` in order; nothing is written: the caller applies the result."""
         return _Run(self, states, index).run(records)
 
 
+def _splicers() -> dict[int, ClickSplicer]:
+    """A splicer for each writer version of the click schema whose fields the state can take as they are."""
+    state_click = next(
+        branch for branch in latest(CLICK_STATE).declared["fields"][0]["type"] if isinstance(branch, dict)
+    )
+    found = {}
+    for version, schema in all_versions()[CLICK].items():
+        try:
+            found[version] = ClickSplicer(schema.declared, state_click, STATE_CLICK_FIELDS)
+        except ValueError:
+            continue  # decoded and encoded the general way
+    return found
+
+
 _ABSENT = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _Encoded:
+    """A state the batch built as bytes (a new click): decoded only if the batch reads it again."""
+
+    value: bytes
 
 
 class _Run:
@@ -92,7 +121,7 @@ class _Run:
         self.owner = owner
         self.tables = states
         self.index_table = index
-        self.cache: dict[bytes, ClickState | None] = {}
+        self.cache: dict[bytes, ClickState | _Encoded | None] = {}
         self.partition_of: dict[bytes, int] = {}
         self.dirty: set[bytes] = set()
         self.result = BatchResult()
@@ -113,7 +142,10 @@ class _Run:
                 result.dead.append((record, exc))
         for key in self.dirty:
             state = self.cache[key]
-            value = None if state is None else self._dump(state)
+            if isinstance(state, _Encoded):
+                value: bytes | None = state.value
+            else:
+                value = None if state is None else self._dump(state)
             result.states[key] = Written(self.partition_of[key], value)
         return result
 
@@ -121,6 +153,8 @@ class _Run:
 
     def _load(self, key: bytes, partition: int) -> ClickState | None:
         cached = self.cache.get(key, _ABSENT)
+        if isinstance(cached, _Encoded):
+            cached = self.cache[key] = self.codec.load_state(cached.value)
         if cached is not _ABSENT:
             return cached  # type: ignore[return-value]
         raw = self.tables.get(key, partition)
@@ -159,6 +193,8 @@ class _Run:
 
     def _click(self, record: Source) -> None:
         self.result.counts["clicks"] += 1
+        if self._new_click(record):
+            return
         click = self.owner._clicks.decode(record.value, record.headers)
         key = str(click["click_id"]).encode()
         state = self._load(key, record.partition)
@@ -170,6 +206,34 @@ class _Run:
             self.result.wait_for_outputs = True  # outputs first: a crash repeats them, never loses them
             self.result.index[key] = Written(record.partition, None)
         self._save(key, updated, record.partition)
+
+    def _new_click(self, record: Source) -> bool:
+        """The common case, a click never seen: its state cut from its bytes (stream/click_splice.py).
+
+        False leaves the record to the general path: a click already known (a replay, or
+        postbacks held for it), a writer version the splicer does not read, or bytes that
+        are not a click (the general path dead-letters those with fastavro's reason).
+        """
+        owner = self.owner
+        try:
+            splicer = owner.splicers.get(owner._clicks.writer_version(record.headers))
+            if splicer is None:
+                return False
+            click_id, clicked_at, offer_id, spliced = splicer.splice(record.value)
+        except (SchemaError, Truncated, UnicodeDecodeError):
+            return False
+        key = click_id.encode()
+        cached = self.cache.get(key, _ABSENT)
+        if cached is _ABSENT:
+            if self.tables.get(key, record.partition) is not None:
+                return False
+        elif cached is not None:
+            return False
+        value = owner.new_click_state(spliced, clicked_at + self.d.ttl_ms(offer_id))
+        self.cache[key] = _Encoded(value)
+        self.partition_of[key] = record.partition
+        self.dirty.add(key)
+        return True
 
     def _postback(self, record: Source) -> None:
         self.result.counts["postbacks"] += 1

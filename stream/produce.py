@@ -18,11 +18,11 @@ registers them where the commit waits for them (stream/changelog_buffer.py).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-Headers = Sequence[tuple[str, bytes]]
+Headers = list[tuple[str, bytes]]  # aiokafka's batch builder takes a list (None: no headers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +32,7 @@ class Outgoing:
     topic: str
     key: bytes | None
     value: bytes | None
-    headers: Headers = ()
+    headers: Headers | None = None
     partition: int | None = None
 
 

@@ -81,7 +81,7 @@ class TableIO:
             else:
                 store.data[key] = value
                 store._key_partition[key] = partition
-            records.append(Outgoing(topic, key, value, (), partition))
+            records.append(Outgoing(topic, key, value, None, partition))
         return records
 
     def track(self, sent: Iterable[SentBatch], buffer: DrainingProducerBuffer) -> None:

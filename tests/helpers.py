@@ -224,6 +224,17 @@ class StreamWorker:
 
     def stop(self) -> None:
         stop_process(self.process)
+        self.assert_no_failed_batch()
+
+    def assert_no_failed_batch(self) -> None:
+        """A batch that raised stops the worker (stream/app.py); Faust restarting an agent is as bad.
+
+        Either can leave outcomes right by luck in a short test (the outputs went out before
+        the failure), so the log is checked as well as the outcomes.
+        """
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        for sign in ("batch failed", "Restarting dead"):
+            assert sign not in text, f"worker {self.name}: {sign!r} in its log:\n{self.log_tail()}"
 
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
