@@ -359,15 +359,19 @@ class StreamApp:
             await self._seek(tp, missing)
 
     async def _seek(self, tp: TP, offset: int) -> None:
-        """Seek, unless a rebalance took the partition away during an await before it.
+        """Seek on the consumer's own thread, unless a rebalance took the partition away meanwhile.
 
-        Then there is nothing to rewind: its next owner starts at the committed offset,
+        Faust's `consumer.seek` runs on the caller's thread and changes aiokafka's fetcher
+        under its feet: the fetch loop then crashed with a KeyError in `fetched_records`
+        (seen in `postbacks bench stream` once this worker rewound a partition under load).
+        `seek_wait` runs the seek on the consumer's thread and waits for it to land.
+        A revoked partition needs no rewind: its next owner starts at the committed offset,
         which is never past a record this worker has not finished (stream/commit_limit.py).
         Apache Kafka's rebalances land between the awaits of the catch-up timer; the seek of
         a revoked partition raised IllegalStateError and crashed the worker.
         """
         try:
-            await self.app.consumer.seek(tp, offset)
+            await self.app.consumer.seek_wait({tp: offset})
         except IllegalStateError:
             log.info(
                 "partition revoked before its rewind: left to its next owner",

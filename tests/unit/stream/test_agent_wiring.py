@@ -171,10 +171,10 @@ async def test_a_record_after_a_hole_is_not_processed_and_its_partition_is_rewou
     clicks, raw = Codec(CLICK), Codec(POSTBACK_RAW)
     seeks: list[tuple[int, int]] = []
 
-    async def seek(tp: Any, offset: int) -> None:
-        seeks.append((tp.partition, offset))
+    async def seek(partitions: dict[Any, int]) -> None:
+        seeks.extend((tp.partition, offset) for tp, offset in partitions.items())
 
-    monkeypatch.setattr(app.app.consumer, "seek", seek)
+    monkeypatch.setattr(app.app.consumer, "seek_wait", seek)
     first, retry = postback("c1"), postback("c1", request_id="retry")
     async with app.agent.test_context() as ctx:
         feed = Feed(app, ctx)
@@ -203,13 +203,13 @@ async def test_a_record_dropped_before_the_first_commit_is_sought_and_a_lost_rew
     clicks = Codec(CLICK)
     seeks: list[tuple[int, int]] = []
 
-    async def seek(tp: Any, offset: int) -> None:
-        seeks.append((tp.partition, offset))
+    async def seek(partitions: dict[Any, int]) -> None:
+        seeks.extend((tp.partition, offset) for tp, offset in partitions.items())
 
     async def log_ends(*tps: Any) -> dict[Any, int]:
         return {tp: 2 if tp == TP(SOURCE, 0) else 0 for tp in tps}  # only this one holds records
 
-    monkeypatch.setattr(app.app.consumer, "seek", seek)
+    monkeypatch.setattr(app.app.consumer, "seek_wait", seek)
     monkeypatch.setattr(app.app.consumer, "highwaters", log_ends)
     async with app.agent.test_context() as ctx:
         feed = Feed(app, ctx)
@@ -242,11 +242,11 @@ async def test_a_partition_starts_at_the_offset_the_group_committed_asked_once_p
         asked.append(partitions)
         return {TP(SOURCE, 0): 3}
 
-    async def seek(tp: Any, offset: int) -> None:
-        seeks.append((tp.partition, offset))
+    async def seek(partitions: dict[Any, int]) -> None:
+        seeks.extend((tp.partition, offset) for tp, offset in partitions.items())
 
     monkeypatch.setattr(app, "_committed_offsets", committed)
-    monkeypatch.setattr(app.app.consumer, "seek", seek)
+    monkeypatch.setattr(app.app.consumer, "seek_wait", seek)
     async with app.agent.test_context() as ctx:
         feed = Feed(app, ctx)
         feed.offset = 4  # the group committed 3: the record at 3 was dropped on the way
@@ -274,11 +274,11 @@ async def test_a_rewind_of_a_partition_revoked_meanwhile_is_left_to_its_next_own
     app, _, _ = stream
     sought: list[tuple[Any, int]] = []
 
-    async def revoked(tp: Any, offset: int) -> None:
-        sought.append((tp, offset))
-        raise IllegalStateError(f"No current assignment for partition {tp}")
+    async def revoked(partitions: dict[Any, int]) -> None:
+        sought.extend(partitions.items())
+        raise IllegalStateError(f"No current assignment for partition {list(partitions)}")
 
-    monkeypatch.setattr(app.app.consumer, "seek", revoked)
+    monkeypatch.setattr(app.app.consumer, "seek_wait", revoked)
     tp = TP("clicks.raw", 0)
     await app._seek(tp, 29)  # does not raise
     assert sought == [(tp, 29)]
@@ -292,10 +292,10 @@ async def test_a_fetch_is_one_batch_a_hole_holds_back_only_its_partition(
     clicks, raw = Codec(CLICK), Codec(POSTBACK_RAW)
     seeks: list[tuple[int, int]] = []
 
-    async def seek(tp: Any, offset: int) -> None:
-        seeks.append((tp.partition, offset))
+    async def seek(partitions: dict[Any, int]) -> None:
+        seeks.extend((tp.partition, offset) for tp, offset in partitions.items())
 
-    monkeypatch.setattr(app.app.consumer, "seek", seek)
+    monkeypatch.setattr(app.app.consumer, "seek_wait", seek)
     async with app.agent.test_context() as ctx:
         feed = Feed(app, ctx)
         fetch = [feed.record(b"c1", clicks.encode(click("c1")), clicks.headers, partition=0)]
