@@ -51,11 +51,12 @@ from stream import metrics
 from stream.batch import BatchDecider, Source
 from stream.changelog_buffer import DrainingProducerBuffer
 from stream.continuity import REWIND_RETRY_S, Continuity
-from stream.decide import CONVERSION_KIND, DUPLICATE_KIND, REJECTED_KIND, Decider, Emit
+from stream.decide import CONVERSION_KIND, DUPLICATE_KIND, REJECTED_KIND, VIEW_KIND, Decider, Emit
 from stream.faust_app import StreamFaustApp
 from stream.rules.fx import load_rates
 from stream.state import ClickState, StateCodec
 from stream.table_io import TableIO
+from stream.view_through import ViewThrough
 
 log = logging.getLogger(__name__)
 
@@ -107,11 +108,13 @@ class StreamApp:
             topic_allow_declare=True,
         )
         self.source = _bytes_topic(app, self.topics.clicks_raw, self.topics.postbacks_raw)
-        self._source_names = frozenset((self.topics.clicks_raw, self.topics.postbacks_raw))
+        impressions = self.topics.impressions_raw  # the view-through agent's source (stream/view_through.py)
+        self._source_names = frozenset((self.topics.clicks_raw, self.topics.postbacks_raw, impressions))
         self.outputs = {
             CONVERSION_KIND: _bytes_topic(app, self.topics.conversions_attributed),
             REJECTED_KIND: _bytes_topic(app, self.topics.postbacks_rejected),
             DUPLICATE_KIND: _bytes_topic(app, self.topics.postbacks_duplicates),
+            VIEW_KIND: _bytes_topic(app, impressions),
         }
         self._output_names = {kind: topic.get_topic_name() for kind, topic in self.outputs.items()}
         self.ticks = _bytes_topic(app, self.topics.clicks_raw)  # in-band: ordered with the clicks
@@ -140,6 +143,7 @@ class StreamApp:
         self._states_io = TableIO(self.states)
         self._index_io = TableIO(self.pending_index)
         self.agent = app.agent(self.source, name="attribute")(self._attribute)
+        self.view = ViewThrough(self, _bytes_topic(app, impressions), self._output_names)
         app.on_partitions_assigned.connect(self._on_assigned)
         app.commit_limit = self._commit_limit
         app.timer(settings.stream_tick_interval_s, name="clock")(self._clock)
@@ -155,7 +159,7 @@ class StreamApp:
         that read could find no partitions and crash the agent (PartitionsMismatch: seen in the
         demo on Kafka). Created and described first (postbacks.topics.ensure_topics), they exist.
         """
-        return dict(self._changelog_configs)
+        return {**self._changelog_configs, **self.view.changelog_configs}
 
     @property
     def client_id(self) -> str:
