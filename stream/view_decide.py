@@ -19,10 +19,12 @@ postbacks.raw, so their offsets order them, as in a click's state). A route sent
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
-from schemas import IMPRESSION, VIEW_POSTBACK, VIEW_STATE, Codec
+from schemas import IMPRESSION, VIEW_POSTBACK, VIEW_STATE, Codec, SchemaError, schema_name
+from stream.batch import Written
 from stream.decide import Decider, Emit
 from stream.rules import view
 from stream.rules.attribution import Refused
@@ -40,6 +42,16 @@ class ViewAttributed(TypedDict):
 class ViewState(TypedDict):
     impressions: list[dict[str, Any]]
     attributed: list[ViewAttributed]
+
+
+@dataclass
+class ViewBatch:
+    """What one batch decided: the outputs in order, each touched key's final state, the poison."""
+
+    emits: list[Emit] = field(default_factory=list)
+    states: dict[bytes, Written] = field(default_factory=dict)
+    dead: list[tuple[Any, SchemaError]] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=lambda: {"impressions": 0, "view_postbacks": 0})
 
 
 class ViewDecider:
@@ -106,6 +118,46 @@ class ViewDecider:
             state["attributed"].append(entry)
         _expire(state, int(postback["received_at"]))
         return state, outcome.emits
+
+    def run(self, messages: Sequence[Any], read: Callable[[bytes, int], bytes | None]) -> ViewBatch:
+        """Decide records of impressions.raw in order (each has .headers, .value, .partition), over
+        states read once by `read(key, partition)`; nothing is written: the caller applies the
+        result. Like stream/batch.py, any cut into batches gives the same outputs."""
+        batch = ViewBatch()
+        cache: dict[bytes, tuple[int, ViewState | None]] = {}
+        dirty: set[bytes] = set()
+        for message in messages:
+            try:
+                schema = schema_name(message.headers)
+                if schema == IMPRESSION:
+                    record = self.impressions.decode(message.value, message.headers)
+                elif schema == VIEW_POSTBACK:
+                    record = self.routed.decode(message.value, message.headers)
+                else:
+                    raise SchemaError(f"unexpected schema header {schema!r}")
+            except SchemaError as exc:
+                batch.dead.append((message, exc))
+                continue
+            key = str(record["device_key"]).encode()
+            if key not in cache:
+                raw = read(key, message.partition)
+                cache[key] = (message.partition, None if raw is None else self.load(raw))
+            state = cache[key][1]
+            if schema == IMPRESSION:
+                batch.counts["impressions"] += 1
+                updated = self.on_impression(state, record)
+            else:
+                batch.counts["view_postbacks"] += 1
+                updated, emits = self.on_routed(state, record)
+                batch.emits += emits
+            if updated is not None:
+                cache[key] = (message.partition, updated)
+                dirty.add(key)
+        for key in dirty:
+            partition, written = cache[key]
+            assert written is not None
+            batch.states[key] = Written(partition, self.dump(written))
+        return batch
 
     # -- table values --------------------------------------------------------------------------
 

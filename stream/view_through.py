@@ -17,21 +17,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import faust
 
 from postbacks.settings import Settings
 from postbacks.topics import Topics
-from schemas import IMPRESSION, VIEW_POSTBACK, SchemaError, schema_name
 from stream import metrics
-from stream.batch import Written
 from stream.changelog_buffer import DrainingProducerBuffer
 from stream.continuity import Continuity
-from stream.decide import Decider, Emit
+from stream.decide import Decider
 from stream.table_io import TableIO
-from stream.view_decide import ViewDecider, ViewState
+from stream.view_decide import ViewDecider
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +46,6 @@ class Host(Protocol):
     async def _admit(self, message: Any) -> bool: ...
     def _unack(self, message: Any) -> None: ...
     async def _to_dead_letter(self, message: Any, exc: Exception) -> None: ...
-
-
-@dataclass
-class ViewBatch:
-    """What one batch decided: the outputs in order, each touched key's final state, the poison."""
-
-    emits: list[Emit] = field(default_factory=list)
-    states: dict[bytes, Written] = field(default_factory=dict)
-    dead: list[tuple[Any, SchemaError]] = field(default_factory=list)
 
 
 class ViewThrough:
@@ -103,7 +91,9 @@ class ViewThrough:
                 admitted.append(message)
         if not admitted:
             return
-        batch = self.decide(admitted)
+        batch = self.decider.run(admitted, self.io.get)
+        for kind, n in batch.counts.items():
+            host.processed[kind] += n
         for message, exc in batch.dead:
             await host._to_dead_letter(message, exc)
         producer = host.app.producer
@@ -130,42 +120,3 @@ class ViewThrough:
             return
         for message in admitted:
             host.continuity.done(message.topic, message.partition, message.offset)
-
-    def decide(self, messages: list[Any]) -> ViewBatch:
-        """Decide the records in order over states read once from the table (no I/O but that read)."""
-        batch = ViewBatch()
-        cache: dict[bytes, tuple[int, ViewState | None]] = {}
-        dirty: set[bytes] = set()
-        d = self.decider
-        for message in messages:
-            try:
-                schema = schema_name(message.headers)
-                if schema == IMPRESSION:
-                    record = d.impressions.decode(message.value, message.headers)
-                elif schema == VIEW_POSTBACK:
-                    record = d.routed.decode(message.value, message.headers)
-                else:
-                    raise SchemaError(f"unexpected schema header {schema!r}")
-                key = str(record["device_key"]).encode()
-                if key not in cache:
-                    raw = self.io.get(key, message.partition)
-                    cache[key] = (message.partition, None if raw is None else d.load(raw))
-                state = cache[key][1]
-                if schema == IMPRESSION:
-                    self.host.processed["impressions"] += 1
-                    updated = d.on_impression(state, record)
-                else:
-                    self.host.processed["view_postbacks"] += 1
-                    updated, emits = d.on_routed(state, record)
-                    batch.emits += emits
-            except SchemaError as exc:
-                batch.dead.append((message, exc))
-                continue
-            if updated is not None:
-                cache[key] = (message.partition, updated)
-                dirty.add(key)
-        for key in dirty:
-            partition, state = cache[key]
-            assert state is not None
-            batch.states[key] = Written(partition, d.dump(state))
-        return batch

@@ -3,6 +3,7 @@ them, the route from the click path, and replays."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -54,12 +55,12 @@ def impression(impression_id: str = "i1", offer_id: str = "o1", at: int = CLICK_
     }
 
 
-def routed(decider: Decider, record: dict[str, Any], offset: int) -> dict[str, Any]:
+def routed(decider: Decider, record: dict[str, Any], offset: int, key: str = KEY) -> dict[str, Any]:
     """The click path's route of a held postback whose click never came (Decider.on_tick)."""
     raw = decider.raw
     state = decider.hold(None, offset, int(record["received_at"]), raw.encode(record), raw.version)
     [emit] = decider.on_tick(state, int(record["received_at"]) + 3_600_000)
-    assert emit.kind == VIEW_KIND and emit.key == KEY.encode()
+    assert emit.kind == VIEW_KIND and emit.key == key.encode()
     return decoded(emit)
 
 
@@ -199,3 +200,59 @@ def test_an_impression_is_kept_once_and_old_ones_expire(views: ViewDecider) -> N
     later = CLICK_AT + views.impression_ttl_ms() + 1
     state = views.on_impression(state, impression("i2", at=later))
     assert state is not None and [i["impression_id"] for i in state["impressions"]] == ["i2"]
+
+
+@dataclass(frozen=True)
+class Message:
+    """A record of impressions.raw as the agent hands it over."""
+
+    partition: int
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+def _log(decider: Decider, views: ViewDecider) -> list[Message]:
+    """Impressions of two devices, routes (one sent twice: a replayed tick), a poison record, and a
+    route from a third device that saw nothing."""
+    other = "idfa:0f0f0f0f-0000-4000-8000-000000000001"
+    unseen = "0f0f0f0f-0000-4000-8000-000000000002"
+    records: list[Message] = []
+    for n, (key, at) in enumerate([(KEY, CLICK_AT), (other, CLICK_AT + 5), (KEY, CLICK_AT + 10)]):
+        value = views.impressions.encode({**impression(f"i{n}", at=at), "device_key": key})
+        records.append(Message(0, value, views.impressions.headers))
+    for offset, fields in enumerate(
+        [{"transaction_id": "T1"}, {"transaction_id": "T2"}, {"status": "rejected"}]
+    ):
+        route = routed(decider, device_postback(**fields), offset)
+        records.append(Message(0, views.routed.encode(route), views.routed.headers))
+    records.insert(4, records[3])  # the clock's tick replayed: the first route again
+    records.insert(2, Message(0, b"\xff", views.impressions.headers))
+    unknown = routed(decider, {**device_postback(), "gaid": None, "idfa": unseen}, 9, f"idfa:{unseen}")
+    records.append(Message(0, views.routed.encode(unknown), views.routed.headers))
+    return records
+
+
+@pytest.mark.parametrize("cut", [1, 2, 3, 100])
+def test_any_cut_into_batches_and_a_crash_before_the_state_is_written_give_the_same_outputs(
+    decider: Decider, views: ViewDecider, cut: int
+) -> None:
+    log = _log(decider, views)
+    whole = views.run(log, lambda key, partition: None)
+    kinds = [e.kind for e in whole.emits]
+    # T1, T1 again (the replayed route: the same bytes), T2, a third identity, the unseen device.
+    assert kinds == [CONVERSION_KIND] * 4 + [REJECTED_KIND] and whole.emits[0] == whole.emits[1]
+    assert len(whole.dead) == 1 and whole.counts == {"impressions": 3, "view_postbacks": 5}
+    store: dict[bytes, bytes] = {}
+    emits: list[Emit] = []
+    for start in range(0, len(log), cut):
+        batch = views.run(log[start : start + cut], lambda key, partition: store.get(key))
+        emits += batch.emits
+        if start == 0:  # a crash after the outputs, before the state: the batch is read again
+            emits += views.run(log[:cut], lambda key, partition: store.get(key)).emits
+        for key, written in batch.states.items():
+            if written.value is None:
+                store.pop(key, None)
+            else:
+                store[key] = written.value
+    once = list(dict.fromkeys(emits))  # downstream identity: the same bytes are the same record
+    assert once == list(dict.fromkeys(whole.emits))
