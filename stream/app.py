@@ -6,7 +6,9 @@ the same worker, so a postback meets its click, its dedup state and its held
 siblings in one place, processed one event at a time. Ingest already keys both
 sources by click id, so no repartition topic is needed. The worker's clock writes
 its ticks into `clicks.raw` itself (schema `stream_tick`), so a tick is read after
-every click appended before it (stream/decide.py "Order").
+every click appended before it (stream/decide.py "Order"). A held postback whose click
+never came but whose device is known goes on to view-through: a second agent on
+`impressions.raw` (stream/view_through.py).
 
 Tables (RocksDB via rocksdict by default, changelog-backed):
   click-state    click id -> the click, its conversions' dedup decisions, postbacks held for it

@@ -1,11 +1,12 @@
 """The view-through agent: impressions and routed postbacks from `impressions.raw`, by device key.
 
-A second agent of the stream's Faust app (stream/app.py builds it with `ViewThrough(self)`),
-with its own table `view-state` (device key -> impressions and what was attributed to them,
-stream/view_decide.py). `impressions.raw` has the sources' partition count, so Faust gives
-partition N of it, and of the table's changelog, to the worker that holds partition N of
-the other sources; nothing else needs co-partitioning: the routed postbacks are written into
-this same topic under the same key (postbacks.devices), by the same partitioner as ingest's.
+A second agent of the stream's Faust app (stream/app.py builds it, handing itself over as the
+`Host`), with its own table `view-state` (device key -> impressions and what was attributed to
+them, decided in stream/view_decide.py). `impressions.raw` has the sources' partition count,
+and Faust's assignor co-partitions the topics of one partition count that every worker reads,
+so partition N of it and of the table's changelog go together; nothing else needs
+co-partitioning: the routed postbacks are written into this same topic under the same key
+(postbacks.devices), by the same partitioner (aiokafka's default, murmur2) as ingest's.
 
 Guarantees, as the click path's (stream/app.py "Guarantees"): records are admitted in order
 (stream/continuity.py, through the host), the outputs of a batch are acknowledged before its
