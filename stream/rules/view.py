@@ -31,6 +31,9 @@ HOUR_MS = 3_600_000
 
 CLICK = "click"
 VIEW = "view"
+#: Impressions kept per device, the latest: a device's whole state is rewritten on each change, so
+#: one device key flooded with impressions (the route is public) must not grow it without bound.
+MAX_IMPRESSIONS_PER_DEVICE = 100
 
 #: The fields an impression keeps in the view-through table.
 STORED_FIELDS = (
@@ -92,7 +95,8 @@ def view_click(impression: Record, click_id: str) -> dict[str, Any]:
 
 
 def keep_impression(impressions: list[dict[str, Any]], impression: Record, ttl_ms: int) -> bool:
-    """Add an impression (once per id) and drop those older than `ttl_ms` before the newest.
+    """Add an impression (once per id); drop those older than `ttl_ms` before the newest, and all
+    but the latest MAX_IMPRESSIONS_PER_DEVICE.
 
     The newest time seen, not the wall clock, so a replay prunes alike. False: nothing changed.
     """
@@ -103,5 +107,5 @@ def keep_impression(impressions: list[dict[str, Any]], impression: Record, ttl_m
     impressions[:] = sorted(
         (i for i in impressions if int(i["viewed_at"]) >= newest - ttl_ms),
         key=lambda i: (int(i["viewed_at"]), str(i["impression_id"])),
-    )
+    )[-MAX_IMPRESSIONS_PER_DEVICE:]
     return True

@@ -200,6 +200,13 @@ def test_an_impression_is_kept_once_and_old_ones_expire(views: ViewDecider) -> N
     later = CLICK_AT + views.impression_ttl_ms() + 1
     state = views.on_impression(state, impression("i2", at=later))
     assert state is not None and [i["impression_id"] for i in state["impressions"]] == ["i2"]
+    for n in range(view.MAX_IMPRESSIONS_PER_DEVICE + 5):  # a flood on one device keeps the latest
+        views.on_impression(state, impression(f"f{n:03}", at=later + n))
+    kept = [i["impression_id"] for i in state["impressions"]]
+    assert (
+        len(kept) == view.MAX_IMPRESSIONS_PER_DEVICE
+        and kept[-1] == f"f{view.MAX_IMPRESSIONS_PER_DEVICE + 4:03}"
+    )
 
 
 @dataclass(frozen=True)
