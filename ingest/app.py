@@ -3,6 +3,7 @@
 Routes:
   GET|POST /postback[/<source>]  validate, authenticate, publish to postbacks.raw; 200 after the ack
   GET      /click                record a click in clicks.raw; 302 to the offer (or JSON)
+  GET      /impression           record an impression in impressions.raw, keyed by its device (JSON)
   GET      /healthz              200 when the Kafka producer is connected, else 503
   GET      /metrics              Prometheus text
   GET      /openapi.json         this service described (ingest/openapi.py)
@@ -38,6 +39,7 @@ from ingest.http import (
     send_json,
     send_redirect,
 )
+from ingest.impressions import parse_impression
 from ingest.parsing import Params, Refusal, normalise_postback, parse_json_body, parse_query
 from ingest.publisher import KafkaPublisher, Unavailable
 from ingest.ratelimit import TokenBucket
@@ -45,7 +47,7 @@ from ingest.sources import Source, SourceRegistry, load_sources
 from postbacks.catalog import Catalog, load_catalog
 from postbacks.settings import Settings
 from postbacks.topics import Topics
-from schemas import CLICK, POSTBACK_RAW, POSTBACK_REJECTED, Codec
+from schemas import CLICK, IMPRESSION, POSTBACK_RAW, POSTBACK_REJECTED, Codec
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +97,7 @@ class IngestApp:
         self.clock = clock
         self._raw = Codec(POSTBACK_RAW)
         self._clicks = Codec(CLICK)
+        self._impressions = Codec(IMPRESSION)
         self._rejected = Codec(POSTBACK_REJECTED)
         self._redact = Redactor(sources.secret_params, sources.secret_values)
         self._openapi_json = openapi.spec_bytes(sources.default or "default")
@@ -116,6 +119,8 @@ class IngestApp:
             route, handler = "postback", self._postback
         elif path == "/click":
             route, handler = "click", self._click
+        elif path == "/impression":
+            route, handler = "impression", self._impression
         elif path.startswith(admin.PREFIX):
             route, handler = "adjust", self._adjust
         elif path == "/healthz":
@@ -372,7 +377,6 @@ class IngestApp:
             ip=client_ip(request.peer, request.headers.get("x-forwarded-for"), self.sources.trusted_proxies),
             user_agent=request.headers.get("user-agent", "")[:1024] or None,
             referrer=request.headers.get("referer", "")[:1024] or None,
-            country_code=None,
         )
         try:
             wait = await self.publisher.publish(
@@ -392,6 +396,43 @@ class IngestApp:
             await send_redirect(send, location, answer)
             return 302
         await send_json(send, 200, answer)
+        return 200
+
+    # -- impressions ----------------------------------------------------------------------------
+
+    async def _impression(self, request: Request, send: Send) -> int:
+        """An ad impression, for view-through attribution (ingest/impressions.py).
+
+        Public like a click (a pixel fired from the user's browser or an ad server's tracker
+        holds no secret); the catalog's offer list is the check, as for clicks. Unlike a
+        click's, a refusal is kept on postbacks.rejected: a lost impression is a lost
+        conversion later, and no redirect is waiting for the answer. Its limits are a GET's:
+        INGEST_MAX_PARAMS parameters of 1024 characters at most (a GET's body is never read).
+        """
+        now = self.clock()
+        ctx = self._context(request, now)
+        try:
+            impression = parse_impression(parse_query(request.query, self.settings.max_params))
+            if self.catalog.restricts_offers and impression["offer_id"] not in self.catalog.offers:
+                raise Refusal("unknown_offer", f"no offer {impression['offer_id']!r}", "offer_id", 404)
+        except Refusal as refusal:
+            return await self._refuse(ctx, refusal, send)
+        impression.update(
+            viewed_at=ctx.received_ms,
+            ip=ctx.sender_ip,
+            user_agent=request.headers.get("user-agent", "")[:1024] or None,
+        )
+        try:
+            wait = await self.publisher.publish(
+                self.topics.impressions_raw,
+                impression["device_key"].encode(),
+                self._impressions.encode(impression),
+                self._impressions.headers,
+            )
+        except Unavailable as exc:
+            return await self._unavailable(send, exc)
+        metrics.publish_seconds("impressions.raw").observe(wait)
+        await send_json(send, 200, {"status": "recorded", "impression_id": impression["impression_id"]})
         return 200
 
     # -- operations ------------------------------------------------------------------------------

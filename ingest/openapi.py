@@ -55,6 +55,15 @@ CLICK_REFUSALS: Mapping[int, Mapping[str, str]] = {
     },
     404: {"unknown_offer": "an offer not in the catalog (CATALOG_FILE restricts offers)"},
 }
+IMPRESSION_REFUSALS: Mapping[int, Mapping[str, str]] = {
+    400: {
+        **CLICK_REFUSALS[400],
+        "bad_impression_id": "an impression id that is not 1-256 printable ASCII characters",
+        "bad_device_id": "a gaid or idfa that is not a UUID, or the all-zero id (no consent to track)",
+        "missing_device_id": "neither gaid nor idfa: view-through needs the device the postback will name",
+    },
+    404: CLICK_REFUSALS[404],
+}
 ADMIN_REFUSALS: Mapping[int, Mapping[str, str]] = {
     400: {
         "malformed_body": "not a JSON object",
@@ -142,10 +151,25 @@ _CLICK_PARAMS = [
     _param("pub_click_id", "the publisher's own click id, quoted back in its outbound postback"),
     *(_param(f"sub{i}", f"free sub-parameter {i}") for i in range(1, 6)),
     _param(
+        "country",
+        "the user's country, ISO 3166-1 alpha-2 (any other value is kept in extra, the country left empty)",
+    ),
+    _param(
         "format",
         "json: answer 200 with the click id instead of a redirect",
         {"type": "string", "enum": ["json"]},
     ),
+]
+_UUID = {"type": "string", "pattern": "^[0-9A-Fa-f]{8}(-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}$"}
+_IMPRESSION_PARAMS = [
+    *(p for p in _CLICK_PARAMS if p["name"] != "format"),
+    _param(
+        "impression_id",
+        "the ad server's impression id (a repeat is stored once); issued by ingest when absent",
+        {"type": "string", "pattern": "^[\\x21-\\x7e]{1,256}$"},
+    ),
+    _param("gaid", "Google advertising id of the device (gaid or idfa is required)", _UUID),
+    _param("idfa", "Apple advertising id of the device (gaid or idfa is required)", _UUID),
 ]
 
 
@@ -305,6 +329,21 @@ def _click_operation() -> dict[str, Any]:
     }
 
 
+def _impression_operation() -> dict[str, Any]:
+    return {
+        "summary": "An ad impression, for view-through attribution: recorded on impressions.raw by device",
+        "operationId": "impression",
+        "parameters": _IMPRESSION_PARAMS,
+        "responses": {
+            "200": _json("ImpressionRecorded", "Recorded (acknowledged by Kafka)"),
+            **{
+                str(status): _refusal(reasons, stored=True) for status, reasons in IMPRESSION_REFUSALS.items()
+            },
+            **_common("GET"),
+        },
+    }
+
+
 def _schemas() -> dict[str, Any]:
     text = {"type": "string"}
     return {
@@ -317,6 +356,11 @@ def _schemas() -> dict[str, Any]:
             "type": "object",
             "required": ["status", "click_id"],
             "properties": {"status": {"type": "string", "enum": ["recorded"]}, "click_id": text},
+        },
+        "ImpressionRecorded": {
+            "type": "object",
+            "required": ["status", "impression_id"],
+            "properties": {"status": {"type": "string", "enum": ["recorded"]}, "impression_id": text},
         },
         "Rejected": {
             "type": "object",
@@ -404,6 +448,7 @@ def spec(default_source: str = "default", servers: Sequence[str] = ()) -> dict[s
                 "post": _postback_operation("POST", True, default_source),
             },
             "/click": {"get": _click_operation()},
+            "/impression": {"get": _impression_operation()},
             "/conversions/{conversion_id}/status": {"post": _admin_operation()},
             "/healthz": _get_only(
                 "Ready when the Kafka producer is connected",

@@ -8,6 +8,7 @@ never at the first request. Example in README "Sources".
 from __future__ import annotations
 
 import ipaddress
+import re
 import secrets
 import tomllib
 from collections.abc import Mapping
@@ -23,6 +24,10 @@ from ingest.parsing import NormaliseRules
 ALWAYS_SECRET = frozenset({"token", "security_token", "signature", "sig", "secret", "api_key"})
 
 # The stream's built-in policies (stream/rules/dedup.py); `auto` is the preset's vendor identity.
+# A plugin registers more in the stream's registry (stream/registry.py), which the ingest may not
+# import (services never import each other) and does not need (dedup is the stream's): any name
+# of that form is accepted here, and the stream refuses to start on one nobody registered.
+POLICY_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 DEDUP_POLICIES = frozenset(
     {
         "auto", "per_click", "per_transaction", "per_action", "legacy_auto",
@@ -125,8 +130,11 @@ def _parse_source(name: str, spec: Any, where: str) -> Source:
         raise ConfigError(f"{at}: {exc}") from exc
     statuses = {**STATUS_PRESETS[preset], **{k.lower(): v for k, v in spec.get("statuses", {}).items()}}
     policy = spec.get("dedup_policy", "auto")
-    if policy not in DEDUP_POLICIES:
-        raise ConfigError(f"{at}: dedup_policy must be one of {sorted(DEDUP_POLICIES)}")
+    if not isinstance(policy, str) or not POLICY_NAME.match(policy):
+        raise ConfigError(
+            f"{at}: dedup_policy must be one of {sorted(DEDUP_POLICIES)} or a plugin's policy name "
+            "(lower-case letters, digits, _)"
+        )
     default_event = spec.get("default_event", DEFAULT_EVENTS.get(preset))
     if default_event is not None and not (isinstance(default_event, str) and default_event.strip()):
         raise ConfigError(f"{at}: default_event must be a non-empty event name")

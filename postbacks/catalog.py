@@ -2,7 +2,7 @@
 
 Kept apart from the sources file because it holds no secrets and is shared by
 ingest (click redirects) and the stream (payout rules, attribution windows, CTIT
-limits, click TTL). Every per-offer value is optional; the settings give defaults.
+limits, click TTL, view-through window). Every per-offer value is optional; the settings give defaults.
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ class Offer:
     ctit_min_s: float | None = None
     ctit_long_s: float | None = None
     click_ttl_days: float | None = None
+    view_window_hours: float | None = None
     # Signal reason -> action, for this offer (overrides the catalog's [fraud] table).
     fraud: Mapping[str, str] = field(default_factory=dict)
 
@@ -119,6 +120,7 @@ def parse_catalog(data: Mapping[str, Any]) -> Catalog:
             ctit_min_s=_number(spec, "ctit_min_s", at),
             ctit_long_s=_number(spec, "ctit_long_s", at),
             click_ttl_days=_number(spec, "click_ttl_days", at),
+            view_window_hours=_number(spec, "view_through_window_hours", at),
             fraud=_fraud_actions(spec.get("fraud", {}), f"{at}.fraud"),
         )
     return Catalog(offers=offers, fraud=_fraud_actions(data.get("fraud", {}), "fraud"))

@@ -185,9 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="conversions, revenue, payout, CR and EPC from ClickHouse")
     report.add_argument(
         "--by",
-        default="day,campaign,publisher",
+        default="day,campaign,publisher,attribution",
         help="comma-separated: "
-        + ", ".join(["hour", "day", "offer", "campaign", "publisher", "country", "event"]),
+        + ", ".join(["hour", "day", "offer", "campaign", "publisher", "country", "event", "attribution"]),
     )
     report.add_argument("--since", type=_when, help="UTC date or datetime, inclusive")
     report.add_argument("--until", type=_when, help="UTC date or datetime, exclusive")

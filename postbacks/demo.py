@@ -2,8 +2,11 @@
 
 The generator (pure, seeded) writes one script per click: the click, then what its
 advertiser sends: installs, status updates and reversals, purchases in several
-currencies, sender retries, click-injection installs. Unknown clicks and malformed
-requests come on their own. It also computes what the report must say. The runner
+currencies, sender retries, click-injection installs, Keitaro upsells (a second `tid`
+on one click), Affise goals (another goal on one click), and conversions an admin then
+approves, rejects or re-prices through the admin API. Impressions whose device later
+converts without a click (view-through), unknown clicks and malformed requests come on
+their own. It also computes what the report must say. The runner
 starts a fresh local stack, plays the scripts through the HTTP ingest (each click's
 requests in order, many clicks at once, at a chosen rate), waits for the pipeline to
 drain, prints the report and PASS/FAIL per measure.
@@ -15,6 +18,7 @@ import asyncio
 import os
 import random
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -24,6 +28,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -38,16 +43,29 @@ PUBLISHERS = [f"pub-{i}" for i in range(25)]
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """One postback; `None` click id means: the one this script's click got."""
+    """One postback; `None` click id means: the one this script's click got; `source`: /postback/<it>."""
 
     params: dict[str, str]
     click_id: str | None = None
+    source: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Adjustment:
+    """An admin's change to the script's conversion (README "Advertiser adjustments"), sent once the
+    conversion is in ClickHouse (its id is the stream's)."""
+
+    action: str  # approve | reject | payout
+    payout: str | None = None
 
 
 @dataclass(slots=True)
 class Script:
     click: dict[str, str] | None  # click parameters, or None for requests that need no click
     postbacks: list[Request] = field(default_factory=list)
+    impression: dict[str, str] | None = None  # sent first (view-through), instead of a click
+    adjustment: Adjustment | None = None
+    click_id: str | None = None  # what the ingest issued, once played
 
 
 @dataclass(slots=True)
@@ -62,6 +80,14 @@ class Expected:
     rejected: Counter[str] = field(default_factory=Counter)
     # Approved conversion versions per publisher: each is passed on once (README "Outbound postbacks").
     outbound: Counter[str] = field(default_factory=Counter)
+    upsells: int = 0  # approved Keitaro conversions: two tids per click
+    goals: int = 0  # approved Affise conversions: two goals per click
+    view_through: int = 0  # approved conversions attributed to an impression
+    adjusted: int = 0  # conversion versions made by an admin
+
+
+#: The demo's vendor sources besides the starter one, by preset (same token).
+VENDOR_SOURCES = ("keitaro", "affise")
 
 
 def usd(amount: Decimal, currency: str, rates: Mapping[str, Decimal]) -> Decimal:
@@ -76,7 +102,8 @@ def plan_day(clicks: int, rates: Mapping[str, Decimal], seed: int) -> tuple[list
     scripts: list[Script] = []
     campaigns = [f"cmp-{i}" for i in range(8)]
     offers = [f"offer-{i}" for i in range(5)]
-    for n in range(clicks):
+    features = max(1, clicks // 100)  # each: an upsell, goals, three adjusted installs (five clicks)
+    for n in range(max(0, clicks - 5 * features)):
         click = {
             "offer_id": rng.choice(offers),
             "publisher_id": rng.choice(PUBLISHERS),
@@ -140,6 +167,10 @@ def plan_day(clicks: int, rates: Mapping[str, Decimal], seed: int) -> tuple[list
                 expected.revenue_usd += usd(revenue, cur, rates)
                 expected.outbound[click["publisher_id"]] += 1
         scripts.append(script)
+    for i in range(features):
+        scripts += _vendor_scripts(rng, offers, campaigns, expected, i)
+        scripts += _adjusted_scripts(rng, offers, campaigns, expected, i)
+        scripts.append(_view_through_script(rng, offers, campaigns, expected, seed, i))
     strays = max(1, clicks // 100)
     for i in range(strays):  # postbacks for clicks we never saw, and broken requests
         scripts.append(Script(None, [Request({"payout": "1"}, click_id=f"ghost-{seed}-{i}")]))
@@ -150,6 +181,91 @@ def plan_day(clicks: int, rates: Mapping[str, Decimal], seed: int) -> tuple[list
         expected.rejected["unknown_currency"] += 1
     rng.shuffle(scripts)
     return scripts, expected
+
+
+def _click(rng: random.Random, offers: list[str], campaigns: list[str]) -> dict[str, str]:
+    return {
+        "offer_id": rng.choice(offers),
+        "publisher_id": rng.choice(PUBLISHERS),
+        "campaign_id": rng.choice(campaigns),
+        "format": "json",
+    }
+
+
+def _approved(expected: Expected, publisher: str, payout: str = "0", revenue: str = "0") -> None:
+    """One approved conversion version in USD (what the demo's vendor and admin scripts send)."""
+    expected.conversions += 1
+    expected.payout_usd += Decimal(payout)
+    expected.revenue_usd += Decimal(revenue)
+    expected.outbound[publisher] += 1
+
+
+def _vendor_scripts(
+    rng: random.Random, offers: list[str], campaigns: list[str], expected: Expected, i: int
+) -> list[Script]:
+    """Several conversions on one click, as the vendors' defaults identify them (README "Vendor macros")."""
+    upsell = Script(_click(rng, offers, campaigns))
+    upsell.postbacks += [
+        Request({"status": "sale", "payout": "2", "tid": f"K{i}-1"}, source="keitaro"),
+        Request({"status": "sale", "payout": "3", "tid": f"K{i}-2"}, source="keitaro"),  # the upsell
+        Request({"status": "sale", "payout": "3", "tid": f"K{i}-2"}, source="keitaro"),  # its retry
+    ]
+    goals = Script(_click(rng, offers, campaigns))
+    goals.postbacks += [
+        Request({"goal": "1", "action_id": f"A{i}-1", "sum": "4", "status": "1"}, source="affise"),
+        Request({"goal": "2", "action_id": f"A{i}-2", "sum": "9", "status": "1"}, source="affise"),
+    ]
+    for script in (upsell, goals):
+        assert script.click is not None
+        expected.clicks += 1
+    _approved(expected, upsell.click["publisher_id"], payout="2")  # type: ignore[index]
+    _approved(expected, upsell.click["publisher_id"], payout="3")  # type: ignore[index]
+    expected.duplicates += 1
+    expected.upsells += 2
+    _approved(expected, goals.click["publisher_id"], revenue="4")  # type: ignore[index]
+    _approved(expected, goals.click["publisher_id"], revenue="9")  # type: ignore[index]
+    expected.goals += 2
+    return [upsell, goals]
+
+
+def _adjusted_scripts(
+    rng: random.Random, offers: list[str], campaigns: list[str], expected: Expected, i: int
+) -> list[Script]:
+    """An install each, then an admin approves the pending one, rejects one, re-prices one."""
+    scripts = []
+    for action, status in (("approve", "pending"), ("reject", "approved"), ("payout", "approved")):
+        click = _click(rng, offers, campaigns)
+        install = {"event_name": "install", "install_time": "+60", "payout": "2.00", "status": status}
+        script = Script(
+            click, [Request(install)], adjustment=Adjustment(action, "5.00" if action == "payout" else None)
+        )
+        scripts.append(script)
+        expected.clicks += 1
+        expected.adjusted += 1
+        publisher = click["publisher_id"]
+        if action == "approve":  # pending, then approved by the admin
+            _approved(expected, publisher, payout="2.00")
+        elif action == "reject":  # approved (passed on), then reversed
+            expected.reversed += 1
+            expected.outbound[publisher] += 1
+        else:  # approved at 2.00 (passed on), then at 5.00 (passed on again), counted once at 5.00
+            _approved(expected, publisher, payout="5.00")
+            expected.outbound[publisher] += 1
+    return scripts
+
+
+def _view_through_script(
+    rng: random.Random, offers: list[str], campaigns: list[str], expected: Expected, seed: int, i: int
+) -> Script:
+    """An impression, then a postback from its device quoting a click nobody issued (README
+    "View-through attribution"): attributed to the impression once the grace period ends."""
+    device = f"{seed % 10**8:08x}-0000-4000-8000-{i:012x}"
+    impression = {**_click(rng, offers, campaigns), "gaid": device}
+    impression.pop("format")
+    request = Request({"payout": "1.25", "txid": f"V{i}", "gaid": device}, click_id=f"view-{seed}-{i}")
+    _approved(expected, impression["publisher_id"], payout="1.25")
+    expected.view_through += 1
+    return Script(None, [request], impression=impression)
 
 
 @dataclass
@@ -206,8 +322,11 @@ async def play(
         while not queue.empty():
             script = queue.get_nowait()
             click_id, clicked = None, time.time()
+            if script.impression is not None:
+                await send(client, "/impression", script.impression)
             if script.click is not None:
                 click_id = (await send(client, "/click", script.click)).json()["click_id"]
+                script.click_id = click_id
                 clicked = time.time()
             for request in script.postbacks:
                 params = {
@@ -216,7 +335,7 @@ async def play(
                 }
                 await send(
                     client,
-                    "/postback",
+                    f"/postback/{request.source}" if request.source else "/postback",
                     {"clickid": request.click_id or str(click_id), **params, "token": token},
                 )
 
@@ -251,7 +370,6 @@ def run(
     timeout_s: float,
     query: Callable[[Settings, str], tuple[list[str], list[list[Any]]]],
 ) -> int:
-    from ingest.sources import load_sources
     from sinks.report import refusals_sql, render, report_sql
     from stream.rules.fx import load_rates
 
@@ -275,7 +393,8 @@ def run(
     env["LOG_LEVEL"] = "WARNING"
     data_dir.mkdir(parents=True)
     receiver = demo_outbound.start_receiver()  # the publishers' postback endpoints, on this machine
-    demo_outbound.write_sources(data_dir / "sources.toml", receiver.url, PUBLISHERS)
+    token = demo_outbound.write_sources(data_dir / "sources.toml", receiver.url, PUBLISHERS)
+    admin_token = _add_vendors_and_admin(data_dir / "sources.toml", token)
     out = data_dir / "up.out"
     print(f"starting a fresh local stack in {data_dir} ...", flush=True)
     with out.open("wb") as sink:
@@ -290,8 +409,6 @@ def run(
                 return 1
             time.sleep(0.2)
         base_url = re.search(r"ingest\s+(http://\S+)", out.read_text()).group(1)  # type: ignore[union-attr]
-        source = load_sources(data_dir / "sources.toml").get(None)
-        token = source.auth.tokens[0]  # type: ignore[union-attr]
         scripts, expected = plan_day(clicks, load_rates(settings.fx_rates_file), seed)
         total = sum(len(s.postbacks) + (s.click is not None) for s in scripts)
         print(f"seed {seed}: {expected.clicks} clicks, {total} requests at up to {rate:g}/s", flush=True)
@@ -310,13 +427,16 @@ def run(
             await task
 
         asyncio.run(with_progress())
-        print(f"sent in {time.monotonic() - started:.1f}s; waiting for the pipeline to drain ...", flush=True)
+        adjusted = [s for s in scripts if s.adjustment is not None]
+        print(f"sent in {time.monotonic() - started:.1f}s; {len(adjusted)} adjustments ...", flush=True)
+        _adjust(demo, base_url, admin_token, adjusted, timeout_s, query)
+        print("waiting for the pipeline to drain ...", flush=True)
         checks = _wait_for_totals(demo, expected, timeout_s, query)
         outbound_checks, (outbound_columns, outbound_rows) = demo_outbound.wait_for_outbound(
             demo, expected.outbound, receiver, timeout_s, query
         )
         checks += outbound_checks
-        columns, rows = query(demo, report_sql(["offer"]))
+        columns, rows = query(demo, report_sql(["offer", "attribution"]))
         print("\n" + render(columns, rows, "table"))
         print("\n" + render(*query(demo, refusals_sql()), "table") + "\n")
         print("outbound postbacks by publisher:\n" + render(outbound_columns, outbound_rows, "table") + "\n")
@@ -334,6 +454,79 @@ def run(
         except subprocess.TimeoutExpired:
             up.kill()
         receiver.stop()
+
+
+def _add_vendors_and_admin(path: Path, token: str) -> str:
+    """Keitaro and Affise sources (their presets' defaults, the starter's token) and an admin token."""
+    admin = secrets.token_urlsafe(24)
+    vendors = "".join(
+        f'\n[sources.{name}]\nauth = "token"\ntokens = ["{token}"]\npreset = "{name}"\n'
+        for name in VENDOR_SOURCES
+    )
+    with path.open("a", encoding="utf-8") as out:
+        out.write(f'\n# The demo\'s vendors and its admin.\n{vendors}\n[admin.tokens]\ndemo = "{admin}"\n')
+    return admin
+
+
+def _adjust(
+    settings: Settings,
+    base_url: str,
+    admin_token: str,
+    scripts: list[Script],
+    timeout_s: float,
+    query: Callable[[Settings, str], tuple[list[str], list[list[Any]]]],
+) -> None:
+    """Each script's adjustment through the admin API, once its conversion is in ClickHouse."""
+    deadline = time.monotonic() + timeout_s
+    pending = {str(s.click_id): s for s in scripts}
+    ids: dict[str, str] = {}
+    while len(ids) < len(pending) and time.monotonic() < deadline:
+        wanted = ", ".join(f"'{c}'" for c in pending if c not in ids)
+        rows = query(
+            settings, f"SELECT click_id, conversion_id FROM conversions WHERE click_id IN ({wanted})"
+        )[1]
+        ids.update({str(click): str(cid) for click, cid in rows})
+        time.sleep(0.5)
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        for click_id, conversion_id in ids.items():
+            adjustment = pending[click_id].adjustment
+            assert adjustment is not None
+            body = {
+                "adjustment_id": f"demo-{click_id}",
+                "click_id": click_id,
+                "action": adjustment.action,
+                "reason": "demo: the advertiser's monthly review",
+            }
+            if adjustment.payout is not None:
+                body.update(payout=adjustment.payout, currency="USD")
+            answer = client.post(
+                f"/conversions/{conversion_id}/status",
+                json=body,
+                headers={"authorization": f"Bearer {admin_token}"},
+            )
+            print(f"  {adjustment.action:8} {conversion_id}: {answer.status_code}", flush=True)
+
+
+FEATURES_SQL = """
+SELECT
+    countIf(source = 'keitaro' AND status = 'approved') AS upsells,
+    countIf(source = 'affise' AND status = 'approved') AS goals,
+    countIf(attribution_type = 'view' AND status = 'approved') AS view_through
+FROM conversions FINAL
+"""
+ADJUSTED_SQL = "SELECT count() FROM conversion_versions WHERE enrichment['adjusted_by'] != ''"
+
+
+def feature_measures(
+    features: Mapping[str, Any], adjusted: int, expected: Expected
+) -> list[tuple[str, Any, Any]]:
+    """Upsells, goals, view-through and adjustments, each measured on its own."""
+    return [
+        ("upsells (keitaro tids)", expected.upsells, int(features.get("upsells") or 0)),
+        ("goals (affise)", expected.goals, int(features.get("goals") or 0)),
+        ("view-through conversions", expected.view_through, int(features.get("view_through") or 0)),
+        ("adjusted versions", expected.adjusted, adjusted),
+    ]
 
 
 def _wait_for_totals(
@@ -355,6 +548,10 @@ def _wait_for_totals(
         }
         refusals["duplicate"] = sum(int(n) for kind, _, _, n in refusal_rows if kind == "duplicate")
         checks = measures(report, refusals, expected)
+        columns, rows = query(settings, FEATURES_SQL)
+        features = dict(zip(columns, rows[0], strict=True)) if rows else {}
+        adjusted = int(query(settings, ADJUSTED_SQL)[1][0][0])
+        checks += feature_measures(features, adjusted, expected)
         if all(want == got for _, want, got in checks):
             break
         time.sleep(1.0)

@@ -111,6 +111,9 @@ class Settings:
     click_ttl_days: float = field(default=30.0, metadata=_env("CLICK_TTL_DAYS"))
     window_install_days: float = field(default=7.0, metadata=_env("ATTRIBUTION_WINDOW_INSTALL_DAYS"))
     window_event_days: float = field(default=30.0, metadata=_env("ATTRIBUTION_WINDOW_EVENT_DAYS"))
+    # View-through: an impression attributes a postback whose click is unknown within this many
+    # hours before it (README "View-through attribution"); an offer may set its own.
+    view_window_hours: float = field(default=24.0, metadata=_env("VIEW_THROUGH_WINDOW_HOURS"))
     ctit_min_s: float = field(default=10.0, metadata=_env("CTIT_MIN_S"))
     ctit_long_s: float = field(default=86_400.0, metadata=_env("CTIT_LONG_S"))
     # Modules that register custom dedup policies, fraud rules or enrichment steps (comma-separated).

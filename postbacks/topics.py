@@ -43,6 +43,12 @@ class Topics:
         return self._name("clicks.raw")
 
     @property
+    def impressions_raw(self) -> str:
+        """Impressions keyed by device (postbacks.devices), and the postbacks the stream routes to
+        view-through (schema header `view_postback`) in the same order (stream/view_through.py)."""
+        return self._name("impressions.raw")
+
+    @property
     def postbacks_rejected(self) -> str:
         return self._name("postbacks.rejected")
 
@@ -80,6 +86,7 @@ class Topics:
         return [
             self.postbacks_raw,
             self.clicks_raw,
+            self.impressions_raw,
             self.postbacks_rejected,
             self.conversions_attributed,
             self.postbacks_duplicates,

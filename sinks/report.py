@@ -4,7 +4,8 @@ Pure SQL builders over the hourly aggregates, plus formatting. Conversions count
 their latest status: `conversions` are approved ones, `pending` holds pending and
 hold, `reversed` those later rejected by the advertiser. CR = conversions / clicks,
 EPC = revenue / clicks (USD). Clicks carry no country or event, so grouping by those
-puts clicks under "".
+puts clicks under ""; by attribution, clicks sit on the `click` row and view-through
+conversions have a `view` row of their own (no clicks: no CR or EPC).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ DIMENSIONS: dict[str, tuple[str, str]] = {
     "publisher": ("publisher_id", "publisher_id"),
     "country": ("country_code", "''"),
     "event": ("event_name", "''"),
+    # click or view (README "View-through attribution"); clicks count under `click`.
+    "attribution": ("attribution_type", "'click'"),
 }
 
 

@@ -22,6 +22,9 @@ Identity = tuple[Any, ...]
 OFFSET_COLUMNS = ("kafka_partition", "kafka_offset")
 # Columns that are plain (non-Nullable) strings in ClickHouse: absent means "".
 _EMPTY_STRING = frozenset({"campaign_id", "country_code", "offer_id", "publisher_id", "source"})
+# Non-Nullable columns with a default other than "": an absent value is the default (records of older
+# schema versions are resolved to it by the codec; unit tests build rows without it).
+_DEFAULTS = {"attribution_type": "click"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +54,9 @@ class TableSpec:
         for column in self.columns:
             if column in _EMPTY_STRING:
                 values.append([("" if (v := r.get(column)) is None else v) for _, r in records])
+            elif column in _DEFAULTS:
+                default = _DEFAULTS[column]
+                values.append([(default if (v := r.get(column)) is None else v) for _, r in records])
             else:
                 values.append([r.get(column) for _, r in records])
         return [*values, [partition] * len(records), [offset for offset, _ in records]]
@@ -83,7 +89,8 @@ _CONVERSION_COLUMNS = (
     "revenue", "revenue_currency", "revenue_usd", "payout", "payout_currency", "payout_usd",
     "previous_revenue_usd", "previous_payout_usd", "fx_rate", "country_code", "device_ip", "click_ip",
     "device_family", "os_family", "os_version", "browser_family", "platform", "app_id", "site_id", "idfa",
-    "gaid", "android_id", "is_retargeting", "event_value", "extra", "enrichment",
+    "gaid", "android_id", "is_retargeting", "event_value", "extra", "enrichment", "attribution_type",
+    "impression_id",
 )  # fmt: skip
 
 _REJECTED_COLUMNS = (

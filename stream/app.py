@@ -6,7 +6,9 @@ the same worker, so a postback meets its click, its dedup state and its held
 siblings in one place, processed one event at a time. Ingest already keys both
 sources by click id, so no repartition topic is needed. The worker's clock writes
 its ticks into `clicks.raw` itself (schema `stream_tick`), so a tick is read after
-every click appended before it (stream/decide.py "Order").
+every click appended before it (stream/decide.py "Order"). A held postback whose click
+never came but whose device is known goes on to view-through: a second agent on
+`impressions.raw` (stream/view_through.py).
 
 Tables (RocksDB via rocksdict by default, changelog-backed):
   click-state    click id -> the click, its conversions' dedup decisions, postbacks held for it
@@ -51,13 +53,14 @@ from stream import metrics
 from stream.batch import BatchDecider, Source
 from stream.changelog_buffer import DrainingProducerBuffer
 from stream.continuity import REWIND_RETRY_S, Continuity
-from stream.decide import CONVERSION_KIND, DUPLICATE_KIND, REJECTED_KIND, Decider, Emit
+from stream.decide import CONVERSION_KIND, DUPLICATE_KIND, REJECTED_KIND, VIEW_KIND, Decider, Emit
 from stream.faust_app import StreamFaustApp
 from stream.produce import BatchSender, Outgoing, SentBatch
 from stream.rules.fx import load_rates
 from stream.source_batches import SourceBatch
 from stream.state import ClickState, StateCodec
 from stream.table_io import TableIO
+from stream.view_through import ViewThrough
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +118,13 @@ class StreamApp:
         # a fetch at a time through `batches` (stream/source_batches.py), not record by record.
         self.source = _bytes_topic(app, self.topics.clicks_raw, self.topics.postbacks_raw)
         app.topics.add(self.source)
-        self._source_names = frozenset((self.topics.clicks_raw, self.topics.postbacks_raw))
+        impressions = self.topics.impressions_raw  # the view-through agent's source (stream/view_through.py)
+        self._source_names = frozenset((self.topics.clicks_raw, self.topics.postbacks_raw, impressions))
         self.outputs = {
             CONVERSION_KIND: _bytes_topic(app, self.topics.conversions_attributed),
             REJECTED_KIND: _bytes_topic(app, self.topics.postbacks_rejected),
             DUPLICATE_KIND: _bytes_topic(app, self.topics.postbacks_duplicates),
+            VIEW_KIND: _bytes_topic(app, impressions),
         }
         self._output_names = {kind: topic.get_topic_name() for kind, topic in self.outputs.items()}
         self.ticks = _bytes_topic(app, self.topics.clicks_raw)  # in-band: ordered with the clicks
@@ -156,6 +161,7 @@ class StreamApp:
         app.on_source_batch = self._hand_over
         app.source_batch_idle = self._batch_idle
         self.agent = app.agent(self.batches, name="attribute")(self._attribute)
+        self.view = ViewThrough(self, _bytes_topic(app, impressions), self._output_names)
         app.on_partitions_assigned.connect(self._on_assigned)
         app.commit_limit = self._commit_limit
         app.timer(settings.stream_tick_interval_s, name="clock")(self._clock)
@@ -171,7 +177,7 @@ class StreamApp:
         that read could find no partitions and crash the agent (PartitionsMismatch: seen in the
         demo on Kafka). Created and described first (postbacks.topics.ensure_topics), they exist.
         """
-        return dict(self._changelog_configs)
+        return {**self._changelog_configs, **self.view.changelog_configs}
 
     @property
     def client_id(self) -> str:
@@ -209,12 +215,22 @@ class StreamApp:
                 self._idle.set()
 
     async def _hand_over(self, batch: SourceBatch) -> None:
-        """From the consumer's fetch loop: onto the agent's channel (bounded: the fetch waits when full)."""
-        await self.batches.send(value=batch)
+        """From the consumer's fetch loop: each agent's partitions onto its channel (the fetch waits if full).
+
+        Clicks and postbacks go to this agent, impressions.raw to the view-through agent.
+        """
+        view_topic = self.view.topic_name
+        mine = [(tp, records) for tp, records in batch.partitions if tp.topic != view_topic]
+        theirs = [(tp, records) for tp, records in batch.partitions if tp.topic == view_topic]
+        if mine:
+            await self.batches.send(value=SourceBatch(batch.generation, mine))
+        if theirs:
+            await self.view.batches.send(value=SourceBatch(batch.generation, theirs))
 
     async def _batch_idle(self) -> None:
-        """For Faust's wait before a rebalance: the batch in hand is finished."""
+        """For Faust's wait before a rebalance: the batches in the agents' hands are finished."""
         await self._idle.wait()
+        await self.view.idle.wait()
 
     async def _process(self, batch: SourceBatch) -> None:
         """One fetch: admit (stream/continuity.py), decide, send the outputs, write the states."""

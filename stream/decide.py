@@ -31,9 +31,9 @@ from typing import Any
 
 from postbacks.catalog import EMPTY_CATALOG, Catalog, Offer, PayoutRule
 from postbacks.settings import Settings
-from schemas import CONVERSION, POSTBACK_DUPLICATE, POSTBACK_RAW, POSTBACK_REJECTED, Codec
+from schemas import CONVERSION, POSTBACK_DUPLICATE, POSTBACK_RAW, POSTBACK_REJECTED, VIEW_POSTBACK, Codec
 from stream.registry import Registry, RuleContext, registry
-from stream.rules import adjustment
+from stream.rules import adjustment, view
 from stream.rules.attribution import DAY_MS, Attributed, AttributionRules, Refused, attribute
 from stream.rules.dedup import conversion_id, event_name, is_install
 from stream.rules.fraud import DEFAULT_ACTIONS, FLAGS_KEY
@@ -59,6 +59,8 @@ REJECTED_KIND = "rejected"
 DUPLICATE_KIND = "duplicate"
 #: The outcome of an adjustment's own decision (its record is a conversion version).
 ADJUSTMENT_KIND = "adjustment"
+#: A postback whose click never came, routed to view-through under its device key (stream/view_through.py).
+VIEW_KIND = "view_postback"
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +97,7 @@ class Decider:
             CONVERSION_KIND: Codec(CONVERSION, millis=True),
             REJECTED_KIND: Codec(POSTBACK_REJECTED, millis=True),
             DUPLICATE_KIND: Codec(POSTBACK_DUPLICATE, millis=True),
+            VIEW_KIND: Codec(VIEW_POSTBACK, millis=True),
         }
         self.raw = Codec(POSTBACK_RAW, millis=True)
         self.grace_ms = int(settings.unknown_click_grace_s * 1000)
@@ -204,7 +207,20 @@ class Decider:
         assert state["click"] is None or not state["pending"], "a known click holds no postbacks"
         due = [p for p in state["pending"] if self.refusable_at(p) < at]
         state["pending"] = [p for p in state["pending"] if p not in due]
-        return [self.unknown_click(self.held_postback(p)) for p in sorted(due, key=lambda p: p["offset"])]
+        return [self._unknown_or_view(p) for p in sorted(due, key=lambda p: p["offset"])]
+
+    def _unknown_or_view(self, held: PendingPostback) -> Emit:
+        """Refused `unknown_click`, or, carrying a device key, routed to view-through (rules/view.py)."""
+        postback = self.held_postback(held)
+        key = view.route_key(postback)
+        if key is None:
+            return self.unknown_click(postback)
+        routed = {
+            "device_key": key,
+            **{k: held[k] for k in ("offset", "received_at", "schema_version", "payload")},
+        }
+        codec = self.codecs[VIEW_KIND]
+        return Emit(VIEW_KIND, key.encode(), codec.encode(routed), codec.version)
 
     # -- postbacks ---------------------------------------------------------------------------
 
@@ -240,15 +256,17 @@ class Decider:
             return self._update(decision, postback, click, offset, new_status)
         return Outcome(False, [self._duplicate(postback, click, decision, offset)])
 
-    def unknown_click(self, postback: Record) -> Emit:
-        """A postback whose click did not arrive within the grace period."""
+    def unknown_click(self, postback: Record, refusal: Refused | None = None) -> Emit:
+        """A postback whose click did not arrive within the grace period (`refusal`: view-through's)."""
         if adjustment.is_adjustment(postback):
             target = postback.get("adjustment_conversion_id")
             refusal = Refused(
                 "unknown_conversion", f"no conversion {target!r} on click {postback['click_id']!r}"
             )
             return self._rejection(postback, None, refusal, target)
-        refusal = Refused("unknown_click", f"no click {postback['click_id']!r} within the grace period")
+        refusal = refusal or Refused(
+            "unknown_click", f"no click {postback['click_id']!r} within the grace period"
+        )
         return self._rejection(postback, None, refusal, None)
 
     def _adjust(self, state: ClickState, click: Record, postback: Record, offset: int) -> Outcome:
@@ -470,6 +488,8 @@ class Decider:
             "event_value": source.get("event_value"),
             "extra": dict(source.get("extra") or {}),
             "enrichment": {},
+            "attribution_type": click.get("attribution_type") or view.CLICK,
+            "impression_id": click.get("impression_id"),
         }
         for enrich in self.registry.enrichers.values():
             enrich(conversion, postback, click, ctx)

@@ -23,6 +23,11 @@ def test_every_kind_of_traffic_is_there() -> None:
     assert expected.conversions > 0 and expected.pending > 0 and expected.reversed > 0
     assert expected.duplicates > 0 and expected.revenue_usd > 0 and expected.payout_usd > 0
     assert set(expected.rejected) == {"ctit_too_short", "unknown_click", "bad_number", "unknown_currency"}
+    # Several conversions per click, view-through, adjustments: 50 of each feature in 5000 clicks.
+    assert (expected.upsells, expected.goals, expected.view_through, expected.adjusted) == (100, 100, 50, 150)
+    assert sum(s.impression is not None for s in scripts) == 50
+    assert {r.source for s in scripts for r in s.postbacks} == {None, "keitaro", "affise"}
+    assert {s.adjustment.action for s in scripts if s.adjustment} == {"approve", "reject", "payout"}
     statuses = [r.params.get("status") for s in scripts for r in s.postbacks]
     assert {"pending", "approved", "rejected"} <= set(statuses)
     # Times are relative to each click, resolved when it is sent.

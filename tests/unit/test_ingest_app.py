@@ -23,7 +23,7 @@ from ingest.publisher import Unavailable
 from ingest.sources import parse_sources
 from postbacks.catalog import parse_catalog
 from postbacks.settings import Settings
-from schemas import CLICK, POSTBACK_RAW, POSTBACK_REJECTED, Codec
+from schemas import CLICK, IMPRESSION, POSTBACK_RAW, POSTBACK_REJECTED, Codec
 
 TOKEN = "tok-0123456789abcdef"
 HMAC_SECRET = "hmac-secret-0123456789"
@@ -49,9 +49,12 @@ class RecordingPublisher:
 
     def decoded(self, topic: str) -> list[dict[str, Any]]:
         codec = Codec(
-            {"postbacks.raw": POSTBACK_RAW, "clicks.raw": CLICK, "postbacks.rejected": POSTBACK_REJECTED}[
-                topic
-            ]
+            {
+                "postbacks.raw": POSTBACK_RAW,
+                "clicks.raw": CLICK,
+                "impressions.raw": IMPRESSION,
+                "postbacks.rejected": POSTBACK_REJECTED,
+            }[topic]
         )
         return [codec.decode(v, h) for t, _, v, h in self.sent if t == topic]
 
@@ -229,6 +232,77 @@ async def test_click_refusals(client: httpx.AsyncClient, publisher: RecordingPub
     assert publisher.decoded("clicks.raw") == []
 
 
+async def test_a_click_country_fills_country_code_and_a_bad_one_is_kept_in_extra(
+    client: httpx.AsyncClient, publisher: RecordingPublisher
+) -> None:
+    """The fraud signal country_mismatch compares the click's country_code with the conversion's."""
+    for query in ("country=de", "country={country}", ""):
+        response = await client.get(f"/click?offer_id=o2&publisher_id=p&format=json&{query}")
+        assert response.status_code == 200
+    given, macro, absent = publisher.decoded("clicks.raw")
+    assert given["country_code"] == "DE" and "country" not in given["extra"]
+    assert macro["country_code"] is None and macro["extra"]["country"] == "{country}"
+    assert absent["country_code"] is None
+
+
+GAID = "3F2504E0-4F89-41D3-9A0C-0305E82C3301"
+
+
+async def test_an_impression_is_recorded_under_its_device_key(
+    client: httpx.AsyncClient, publisher: RecordingPublisher
+) -> None:
+    response = await client.get(
+        f"/impression?offer_id=o1&publisher_id=p1&campaign_id=c&sub2=s2&impression_id=imp-1&gaid={GAID}"
+        "&country=fr&placement=top",
+        headers={"user-agent": "UA/1"},
+    )
+    assert response.status_code == 200
+    assert response.json() == {"status": "recorded", "impression_id": "imp-1"}
+    [(topic, key, _, headers)] = publisher.sent
+    assert topic == "impressions.raw" and key == f"gaid:{GAID.lower()}".encode()
+    assert dict(headers)["schema"] == b"impression"
+    [impression] = publisher.decoded("impressions.raw")
+    assert (impression["offer_id"], impression["campaign_id"], impression["sub2"]) == ("o1", "c", "s2")
+    assert impression["gaid"] == GAID.lower() and impression["idfa"] is None
+    assert (impression["country_code"], impression["extra"]) == ("FR", {"placement": "top"})
+    assert (impression["ip"], impression["user_agent"]) == ("127.0.0.1", "UA/1")
+    issued = await client.get(f"/impression?offer_id=o1&publisher_id=p1&idfa={GAID}")
+    assert issued.status_code == 200 and len(issued.json()["impression_id"]) >= 22
+    assert publisher.sent[-1][1] == f"idfa:{GAID.lower()}".encode()
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "reason"),
+    [
+        ("offer_id=o1&publisher_id=p1", 400, "missing_device_id"),
+        ("offer_id=o1&publisher_id=p1&gaid=not-a-uuid", 400, "bad_device_id"),
+        ("offer_id=o1&publisher_id=p1&idfa=00000000-0000-0000-0000-000000000000", 400, "bad_device_id"),
+        (f"offer_id=o1&publisher_id=p1&gaid={GAID}&impression_id=a%20b", 400, "bad_impression_id"),
+        (f"publisher_id=p1&gaid={GAID}", 400, "missing_offer_id"),
+        (f"offer_id=nope&publisher_id=p1&gaid={GAID}", 404, "unknown_offer"),
+        (f"offer_id=o1&publisher_id=p1&gaid={GAID}&sub1=a%0Ab", 400, "bad_value"),
+        (f"offer_id=o1&publisher_id=p1&gaid={GAID}&sub1={'x' * 1025}", 400, "value_too_long"),
+        (f"offer_id=o1&offer_id=o2&publisher_id=p1&gaid={GAID}", 400, "repeated_parameter"),
+        ("&".join(f"p{i}=1" for i in range(201)), 400, "too_many_parameters"),
+        ("offer_id=%ff", 400, "invalid_encoding"),
+    ],
+)
+async def test_every_impression_refusal_is_a_4xx_kept_on_the_rejected_topic(
+    client: httpx.AsyncClient, publisher: RecordingPublisher, query: str, status: int, reason: str
+) -> None:
+    response = await client.get(f"/impression?{query}")
+    assert (response.status_code, response.json()["reason"]) == (status, reason)
+    assert publisher.decoded("impressions.raw") == []
+    [kept] = publisher.decoded("postbacks.rejected")
+    assert (kept["reason"], kept["http_status"], kept["path"]) == (reason, status, "/impression")
+    assert kept["request_id"] == response.json()["request_id"]
+
+
+async def test_an_impression_is_get_only(client: httpx.AsyncClient) -> None:
+    response = await client.post(f"/impression?offer_id=o1&publisher_id=p1&gaid={GAID}")
+    assert response.status_code == 405 and response.headers["allow"] == "GET"
+
+
 async def test_routes_methods_health_and_metrics(client: httpx.AsyncClient) -> None:
     assert (await client.get("/nope")).status_code == 404
     assert (await client.delete("/postback")).status_code == 405
@@ -280,11 +354,12 @@ async def test_no_input_gets_a_500(params: list[tuple[str, str]], raw: bytes) ->
                 "/postback", content=raw, headers={"content-type": "application/x-www-form-urlencoded"}
             ),
             await client.post("/postback", content=raw, headers={"content-type": "application/json"}),
+            await client.get("/impression", params=[*params, ("offer_id", "o1"), ("gaid", "x")]),
         ):
             assert response.status_code == 200 or 400 <= response.status_code < 500, response.text
-            assert response.json()["status"] in {"accepted", "rejected"}
+            assert response.json()["status"] in {"accepted", "rejected", "recorded"}
     # Every refusal was kept on the rejected topic, every acceptance on the raw one.
-    assert len(publisher.sent) == 3
+    assert len(publisher.sent) == 4
 
 
 async def test_a_source_over_its_rate_limit_gets_429_with_retry_after(publisher: RecordingPublisher) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from ingest.openapi import ADMIN_REFUSALS, CLICK_REFUSALS, POSTBACK_REFUSALS, spec
+from ingest.openapi import ADMIN_REFUSALS, CLICK_REFUSALS, IMPRESSION_REFUSALS, POSTBACK_REFUSALS, spec
 
 INGEST = Path(__file__).resolve().parents[2] / "ingest"
 
@@ -36,7 +36,7 @@ def _raised() -> set[tuple[str, int]]:
 def test_every_refusal_in_the_code_is_documented_with_its_status_and_no_other() -> None:
     documented = {
         (reason, status)
-        for table in (POSTBACK_REFUSALS, CLICK_REFUSALS, ADMIN_REFUSALS)
+        for table in (POSTBACK_REFUSALS, CLICK_REFUSALS, IMPRESSION_REFUSALS, ADMIN_REFUSALS)
         for status, reasons in table.items()
         for reason in reasons
     }
@@ -52,10 +52,14 @@ def test_each_refusal_status_lists_its_reasons_as_an_enum() -> None:
         assert schema["allOf"][1]["properties"]["reason"]["enum"] == list(reasons)
     click = document["paths"]["/click"]["get"]["responses"]
     assert set(click) >= {"200", "302", "400", "404", "503"}
+    impression = document["paths"]["/impression"]["get"]["responses"]
+    assert "postbacks.rejected" in impression["400"]["description"]
+    assert set(impression) >= {"200", "400", "404", "503"}
     assert set(document["paths"]) == {
         "/postback",
         "/postback/{source}",
         "/click",
+        "/impression",
         "/conversions/{conversion_id}/status",
         "/healthz",
         "/metrics",

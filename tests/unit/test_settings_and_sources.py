@@ -79,13 +79,29 @@ def test_sources_parse_each_auth_kind() -> None:
         ({"auth": "none", "preset": "nope"}, "unknown alias preset"),
         ({"auth": "none", "aliases": {"x": "no_such_field"}}, "unknown fields"),
         ({"auth": "none", "allow_ips": ["300.1.1.1/8"]}, "allow_ips"),
-        ({"auth": "none", "dedup_policy": "never"}, "dedup_policy"),
+        ({"auth": "none", "dedup_policy": "Never!"}, "dedup_policy"),
+        ({"auth": "none", "dedup_policy": 7}, "dedup_policy"),
     ],
 )
 def test_bad_source_config_fails_with_its_name(spec: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message) as caught:
         parse_sources({"sources": {"acme": spec}})
     assert "sources.acme" in str(caught.value)
+
+
+def test_a_plugin_dedup_policy_is_accepted_and_the_stream_refuses_an_unregistered_one() -> None:
+    """The ingest cannot know the stream's plugins (services never import each other): it takes the
+    name, and the stream, which has the registry, refuses to start on a name nobody registered."""
+    from stream.decide import Decider
+    from stream.registry import Registry
+
+    sources = parse_sources({"sources": {"acme": {"auth": "none", "dedup_policy": "by_order_ref"}}})
+    assert sources.sources["acme"].dedup_policy == "by_order_ref"
+    plugins = Registry()
+    with pytest.raises(KeyError, match="unknown dedup policy 'by_order_ref'"):
+        Decider(Settings(), source_policies={"acme": "by_order_ref"}, plugins=plugins)
+    plugins.dedup_policy("by_order_ref")(lambda postback, click: "key")
+    Decider(Settings(), source_policies={"acme": "by_order_ref"}, plugins=plugins)
 
 
 def test_starter_sources_file_is_private_and_loads(tmp_path: Path) -> None:

@@ -143,3 +143,32 @@ def test_report_and_refusals_sql_run_and_add_up(clickhouse_db: Any) -> None:
     assert clickhouse_db.query(report_sql(["day"], until=datetime(2026, 11, 20))).result_rows == []
     refusals = clickhouse_db.query(refusals_sql()).result_rows
     assert refusals == [("rejected", "ingest", "bad_number", 1), ("rejected", "stream", "ctit_too_short", 1)]
+
+
+def test_the_report_splits_click_and_view_through_conversions(clickhouse_db: Any) -> None:
+    """Migration 0005: attribution_type in the tables and the hourly aggregate; a record without it
+    (written before conversion.v2) is a click conversion."""
+    click = {"click_id": "k1", "clicked_at": T0, "offer_id": "o1", "publisher_id": "p1", "ip": "1.1.1.1"}
+    insert(clickhouse_db, "clicks", [{**click, "campaign_id": "cmp", "extra": {}}])
+    by_view = {**conversion(2, "approved", "5"), "conversion_id": "conv-2", "attribution_type": "view"}
+    insert(
+        clickhouse_db,
+        "conversion_versions",
+        [conversion(1, "approved", "8"), {**by_view, "impression_id": "i1"}],
+    )
+    result = clickhouse_db.query(report_sql(["offer", "attribution"]))
+    rows = {r[1]: dict(zip(result.column_names, r, strict=True)) for r in result.result_rows}
+    assert (rows["click"]["clicks"], rows["click"]["conversions"], rows["click"]["revenue_usd"]) == (
+        1,
+        1,
+        Decimal("8"),
+    )
+    assert (rows["view"]["clicks"], rows["view"]["conversions"], rows["view"]["revenue_usd"]) == (
+        0,
+        1,
+        Decimal("5"),
+    )
+    stored = clickhouse_db.query(
+        "SELECT conversion_id, attribution_type, impression_id FROM conversions FINAL ORDER BY conversion_id"
+    ).result_rows
+    assert stored == [("conv-1", "click", None), ("conv-2", "view", "i1")]

@@ -338,5 +338,5 @@ def test_every_table_changelog_is_created_before_faust_starts(
     """stream/worker.py creates these first; a table left out would race Faust's own creation."""
     app, _, _ = stream
     changelogs = {table.changelog_topic.get_topic_name() for table in app.app.tables.values()}
-    assert set(app.changelog_topics()) == changelogs and len(changelogs) == 2
+    assert set(app.changelog_topics()) == changelogs and len(changelogs) == 3  # view-state too
     assert all(config["cleanup.policy"].startswith("compact") for config in app.changelog_topics().values())
