@@ -18,9 +18,8 @@ from typing import Any
 from ingest.aliases import DEFAULT_EVENTS, STATUS_PRESETS, build_alias_map
 from ingest.auth import Auth, HmacAuth, IPNetwork, NoAuth, TokenAuth
 from ingest.parsing import NormaliseRules
-
-# Parameters never stored anywhere, whatever the source's own token parameter is called.
-ALWAYS_SECRET = frozenset({"token", "security_token", "signature", "sig", "secret", "api_key"})
+from postbacks.conventions import ALWAYS_SECRET as ALWAYS_SECRET
+from postbacks.conventions import ConfigError as ConfigError
 
 # The stream's built-in policies (stream/rules/dedup.py); `auto` is the preset's vendor identity.
 DEDUP_POLICIES = frozenset(
@@ -29,10 +28,6 @@ DEDUP_POLICIES = frozenset(
         "generic", "keitaro", "everflow", "tune", "affise", "voluum", "appsflyer",
     }
 )  # fmt: skip
-
-
-class ConfigError(ValueError):
-    """The sources or catalog file is unusable; the message names the entry at fault."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ingest.aliases import CANONICAL_STATUSES
-from ingest.sources import ConfigError
 from outbound.templates import MACROS, Encoding, Template, UnknownMacroError, compile_template
+from postbacks.conventions import CANONICAL_STATUSES, ConfigError
 
 FORM = "application/x-www-form-urlencoded"
 _RESERVED_HEADERS = frozenset({"idempotency-key", "content-type", "content-length", "host"})

@@ -28,7 +28,6 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import OffsetAndMetadata
 
-from ingest.sources import ConfigError
 from outbound import metrics
 from outbound.config import Publisher, load_publishers
 from outbound.delivery import Destination
@@ -38,6 +37,7 @@ from outbound.progress import PartitionProgress
 from outbound.records import Recorder, load_states
 from outbound.state import FINAL, resume
 from postbacks import metrics as postbacks_metrics
+from postbacks.conventions import ConfigError
 from postbacks.groups import outbound_client, outbound_group
 from postbacks.metrics import GroupLag
 from postbacks.partitions import ReadyPartitions
