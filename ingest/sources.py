@@ -2,7 +2,7 @@
 
 TOML (read with the standard library). Every mistake (unknown preset, alias to an
 unknown field, token auth with no token) fails at start-up with the source's name,
-never at the first request. Example in README "Sources".
+never at the first request. Example in docs/sending.md "Sources".
 """
 
 from __future__ import annotations
@@ -180,15 +180,15 @@ def write_starter_sources(path: Path) -> str:
     token = secrets.token_urlsafe(24)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
-        "# Postback sources. See README 'Sources' for every option.\n"
+        "# Postback sources. See docs/sending.md 'Sources' for every option.\n"
         'default_source = "default"\n'
         "trusted_proxies = []\n\n"
         "[sources.default]\n"
         'auth = "token"\n'
         f'tokens = ["{token}"]\n'
         'preset = "generic"\n'
-        "\n# Who may query the SQL endpoint (ClickHouse's HTTP interface, README \"Analysts' and\n"
-        "# operators' tools\"); without this table the sink makes up a password at every start.\n"
+        "\n# Who may query the SQL endpoint (ClickHouse's HTTP interface, docs/clickhouse.md \"The SQL\n"
+        '# endpoint"); without this table the sink makes up a password at every start.\n'
         "[sql]\n"
         'user = "analyst"\n'
         f'password = "{secrets.token_urlsafe(18)}"\n',

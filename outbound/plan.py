@@ -72,7 +72,7 @@ def plan(conversion: Mapping[str, Any], publishers: Mapping[str, Publisher]) -> 
 
 
 def signature_headers(publisher: Publisher, request: Request, now_s: float) -> tuple[tuple[str, str], ...]:
-    """HMAC-SHA256 over `"{timestamp}." + payload`, the same scheme the ingest verifies (README)."""
+    """HMAC-SHA256 over `"{timestamp}." + payload`, the same scheme the ingest verifies (docs/sending.md)."""
     if publisher.hmac_secret is None:
         return ()
     stamp = str(int(now_s))
