@@ -3,6 +3,7 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY commands ./commands
 COPY postbacks ./postbacks
 COPY ingest ./ingest
 COPY stream ./stream

@@ -1,1 +1,1 @@
-"""Benchmarks (never run by the test suite). See README "Benchmarks"."""
+"""Benchmarks (never run by the test suite). See docs/benchmarks.md."""

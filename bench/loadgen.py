@@ -4,7 +4,7 @@ Keep-alive HTTP/1.1 GETs on raw asyncio protocols (uvloop): each request's bytes
 are one formatted string, each response is framed by its Content-Length, and
 nothing else is parsed, so one core of this process drives far more requests than
 one core of a Python server answers. Its ceiling is reported in the same run: the
-ingest stage drives a bare handler with it first (README "Benchmarks").
+ingest stage drives a bare handler with it first (docs/benchmarks.md).
 
 Two modes:
   closed loop  (default) every connection sends its next request when the answer

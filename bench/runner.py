@@ -66,7 +66,7 @@ def _number(value: float) -> str:
 
 
 def render(results: list[StageResult]) -> str:
-    """The table the README carries: figure, baselines, ratios, targets met or not."""
+    """The table docs/benchmarks.md carries: figure, baselines, ratios, targets met or not."""
     lines = ["| stage | figure | baseline (same run) | ratio | target |", "|---|---|---|---|---|"]
     for r in results:
         figure = f"{r.figure.name}: {_number(r.figure.value)} {r.figure.unit}"

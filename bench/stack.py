@@ -23,8 +23,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import murmur2
 
-from postbacks.local.broker import LocalKafka
-from postbacks.local.children import spawn
+from commands.local.broker import LocalKafka
+from commands.local.children import spawn
 from postbacks.settings import Settings
 from postbacks.topics import ensure_topics, topic_partitions
 
@@ -97,7 +97,7 @@ class BenchStack:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         log_path = settings.data_dir / f"{name}.log"
         full_env = {**os.environ, **settings.to_env(), **env}
-        argv = [sys.executable, "-m", "postbacks.cli", command]
+        argv = [sys.executable, "-m", "commands.cli", command]
         service = Service(name, spawn(argv, log_path, full_env), log_path)
         self.services.append(service)
         return service

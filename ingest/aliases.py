@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
+from postbacks.conventions import CANONICAL_STATUSES as CANONICAL_STATUSES
+
 #: Canonical field names, the keys of the raw postback record that come from parameters.
 CANONICAL_FIELDS: frozenset[str] = frozenset(
     {
@@ -129,8 +131,7 @@ PRESETS: Mapping[str, AliasMap] = MappingProxyType(
 #: Only an MMP says "install" by sending nothing: AppsFlyer's install postback has no event name.
 DEFAULT_EVENTS: Mapping[str, str] = MappingProxyType({"appsflyer": "install"})
 
-# Sender statuses mapped to the four the pipeline understands.
-CANONICAL_STATUSES: frozenset[str] = frozenset({"approved", "pending", "rejected", "hold"})
+# Sender statuses are mapped to the four the pipeline understands (postbacks.conventions).
 
 _GENERIC_STATUSES: dict[str, str] = {
     "approved": "approved",

@@ -7,13 +7,13 @@ constant time (`hmac.compare_digest`) so response timing does not leak them.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ingest.parsing import Refusal
+from postbacks.conventions import sign as sign
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -71,11 +71,6 @@ class HmacAuth:
             matched |= hmac.compare_digest(expected.encode(), signature.encode())
         if not matched:
             raise Refusal("auth_failed", "signature does not match", None, 403)
-
-
-def sign(secret: str, message: bytes) -> str:
-    """The hex HMAC-SHA256 a sender puts in the signature header (also used by our tests and demo)."""
-    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

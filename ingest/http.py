@@ -1,7 +1,7 @@
 """The few pieces of HTTP the ingest service needs, on bare ASGI.
 
 No framework: four routes do not need a router, and each layer between the socket
-and Kafka costs throughput (see README "Benchmarks"). This module reads a request
+and Kafka costs throughput (see docs/benchmarks.md). This module reads a request
 (with a hard body limit) and writes JSON/redirect responses; it knows nothing of
 postbacks.
 """

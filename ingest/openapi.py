@@ -434,7 +434,7 @@ def spec(default_source: str = "default", servers: Sequence[str] = ()) -> dict[s
             "description": (
                 "Postbacks and clicks in over HTTP. A 2xx means the record is acknowledged by Kafka. "
                 "Every postback refusal is a 4xx with a JSON `reason` and is kept on postbacks.rejected; "
-                "vendor macro names (aliases) per source preset are in the README ('Vendor macros')."
+                "vendor macro names (aliases) per source preset are in docs/sending.md ('Vendor macros')."
             ),
         },
         "servers": [{"url": url} for url in servers],

@@ -1,4 +1,4 @@
-"""Run the ingest ASGI app under granian (Rust HTTP, uvloop), chosen by measurement (README "Benchmarks")."""
+"""Run the ingest ASGI app under granian (Rust HTTP, uvloop), chosen by measurement (docs/benchmarks.md)."""
 
 from __future__ import annotations
 

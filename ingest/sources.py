@@ -2,7 +2,7 @@
 
 TOML (read with the standard library). Every mistake (unknown preset, alias to an
 unknown field, token auth with no token) fails at start-up with the source's name,
-never at the first request. Example in README "Sources".
+never at the first request. Example in docs/sending.md "Sources".
 """
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ from typing import Any
 from ingest.aliases import DEFAULT_EVENTS, STATUS_PRESETS, build_alias_map
 from ingest.auth import Auth, HmacAuth, IPNetwork, NoAuth, TokenAuth
 from ingest.parsing import NormaliseRules
-
-# Parameters never stored anywhere, whatever the source's own token parameter is called.
-ALWAYS_SECRET = frozenset({"token", "security_token", "signature", "sig", "secret", "api_key"})
+from postbacks.conventions import ALWAYS_SECRET as ALWAYS_SECRET
+from postbacks.conventions import ConfigError as ConfigError
 
 # The stream's built-in policies (stream/rules/dedup.py); `auto` is the preset's vendor identity.
 # A plugin registers more in the stream's registry (stream/registry.py), which the ingest may not
@@ -34,10 +33,6 @@ DEDUP_POLICIES = frozenset(
         "generic", "keitaro", "everflow", "tune", "affise", "voluum", "appsflyer",
     }
 )  # fmt: skip
-
-
-class ConfigError(ValueError):
-    """The sources or catalog file is unusable; the message names the entry at fault."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,15 +188,15 @@ def write_starter_sources(path: Path) -> str:
     token = secrets.token_urlsafe(24)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
-        "# Postback sources. See README 'Sources' for every option.\n"
+        "# Postback sources. See docs/sending.md 'Sources' for every option.\n"
         'default_source = "default"\n'
         "trusted_proxies = []\n\n"
         "[sources.default]\n"
         'auth = "token"\n'
         f'tokens = ["{token}"]\n'
         'preset = "generic"\n'
-        "\n# Who may query the SQL endpoint (ClickHouse's HTTP interface, README \"Analysts' and\n"
-        "# operators' tools\"); without this table the sink makes up a password at every start.\n"
+        "\n# Who may query the SQL endpoint (ClickHouse's HTTP interface, docs/clickhouse.md \"The SQL\n"
+        '# endpoint"); without this table the sink makes up a password at every start.\n'
         "[sql]\n"
         'user = "analyst"\n'
         f'password = "{secrets.token_urlsafe(18)}"\n',

@@ -12,5 +12,5 @@ Small modules, one job each:
 - `delivery`   one destination's queue, connections and pause switch (httpx)
 - `service`    `postbacks outbound`: the consumer, partitions and commits
 
-README "Outbound postbacks" describes the guarantees and their limits.
+docs/outbound.md describes the guarantees and their limits.
 """

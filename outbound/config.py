@@ -4,7 +4,7 @@ The same TOML file as the ingest's sources (one place for every partner's settin
 Every mistake fails at start-up with the publisher and the key at fault: an unknown
 macro, an unknown key (a typo like `statues` would otherwise silently fire on every
 status), a macro in the URL's scheme or host (a sub id must never choose where a
-request goes), a body on a GET. Example in README "Outbound postbacks".
+request goes), a body on a GET. Example in docs/outbound.md.
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ingest.aliases import CANONICAL_STATUSES
-from ingest.sources import ConfigError
 from outbound.templates import MACROS, Encoding, Template, UnknownMacroError, compile_template
+from postbacks.conventions import CANONICAL_STATUSES, ConfigError
 
 FORM = "application/x-www-form-urlencoded"
 _RESERVED_HEADERS = frozenset({"idempotency-key", "content-type", "content-length", "host"})

@@ -9,7 +9,7 @@ queue, for its own `concurrency` connection slots. A delivery goes through:
 
 The `sending` record is written, and acknowledged, before the request leaves. A crash
 after it and before the outcome is recorded leaves `sending` behind, and the restarted
-worker knows the request may have arrived (README "Outbound postbacks": the crash window).
+worker knows the request may have arrived (docs/outbound.md "Once, and the crash window").
 """
 
 from __future__ import annotations

@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from ingest.auth import sign
-from ingest.sources import ALWAYS_SECRET
 from outbound.config import Publisher
 from outbound.templates import macro_values
+from postbacks.conventions import ALWAYS_SECRET, sign
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 # Query parameters whose values never leave the worker except in the request itself.
@@ -73,7 +72,7 @@ def plan(conversion: Mapping[str, Any], publishers: Mapping[str, Publisher]) -> 
 
 
 def signature_headers(publisher: Publisher, request: Request, now_s: float) -> tuple[tuple[str, str], ...]:
-    """HMAC-SHA256 over `"{timestamp}." + payload`, the same scheme the ingest verifies (README)."""
+    """HMAC-SHA256 over `"{timestamp}." + payload`, the same scheme the ingest verifies (docs/sending.md)."""
     if publisher.hmac_secret is None:
         return ()
     stamp = str(int(now_s))

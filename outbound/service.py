@@ -11,7 +11,7 @@ re-read after it is recognised from the delivery states this worker reloads from
 compacted `outbound.deliveries` topic when it gets a partition (outbound.state).
 
 Why aiokafka and not a Faust agent: like the sink, this stage needs per-partition control
-of what is committed and no tables Faust would keep for it (README "ClickHouse").
+of what is committed and no tables Faust would keep for it (docs/clickhouse.md).
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import OffsetAndMetadata
 
-from ingest.sources import ConfigError
 from outbound import metrics
 from outbound.config import Publisher, load_publishers
 from outbound.delivery import Destination
@@ -38,6 +37,7 @@ from outbound.progress import PartitionProgress
 from outbound.records import Recorder, load_states
 from outbound.state import FINAL, resume
 from postbacks import metrics as postbacks_metrics
+from postbacks.conventions import ConfigError
 from postbacks.groups import outbound_client, outbound_group
 from postbacks.metrics import GroupLag
 from postbacks.partitions import ReadyPartitions
@@ -53,7 +53,7 @@ RETENTION_S = DELIVERY_STATE_RETENTION_MS / 1000
 
 
 def check_ages(settings: Settings, publishers: Mapping[str, Publisher]) -> None:
-    """A delivery's recorded state must outlive every re-read of its conversion (README: limits)."""
+    """A delivery's recorded state must outlive every re-read of its conversion (docs/outbound.md: limits)."""
     ages = [("OUTBOUND_MAX_AGE_S", settings.outbound_max_age_s)]
     ages += [(f"publishers.{pid}.max_age_s", p.max_age_s) for pid, p in publishers.items() if p.max_age_s]
     for name, age in ages:

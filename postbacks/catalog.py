@@ -27,7 +27,7 @@ class CatalogError(ValueError):
 
 
 PAYOUT_KINDS = frozenset({"sender", "cpa", "revshare"})
-#: What the stream does with a fraud signal's finding (README "Fraud signals"): refuse the
+#: What the stream does with a fraud signal's finding (docs/stream.md "Fraud signals"): refuse the
 #: postback with the signal's reason, flag the conversion with it, or ignore it.
 FRAUD_ACTIONS = frozenset({"refuse", "flag", "off"})
 

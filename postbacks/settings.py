@@ -1,7 +1,7 @@
 """The one settings object of the pipeline, read from environment variables.
 
 Every process (ingest, stream workers, sinks, the CLI) builds its configuration
-here and nowhere else, so an operator reads one table in the README to know what
+here and nowhere else, so an operator reads one table (docs/operations.md "Settings") to know what
 can be tuned. Values are parsed once at start-up; a bad value fails fast with the
 variable's name in the message rather than at the first request.
 """
@@ -95,7 +95,6 @@ class Settings:
     # The agent decides its sources in batches (stream/batch.py): at most this many records, taken
     # as soon as that many are there or this long after the first (what a quiet stream waits).
     stream_batch_max: int = field(default=2000, metadata=_env("STREAM_BATCH_MAX"))
-    stream_batch_within_s: float = field(default=0.05, metadata=_env("STREAM_BATCH_WITHIN_S"))
     # How long a silent (crashed) worker keeps its partitions before the group moves them.
     stream_session_timeout_s: float = field(default=30.0, metadata=_env("STREAM_SESSION_TIMEOUT_S"))
     # Static group membership (KIP-345), the worker name as instance id: a worker restarted
@@ -106,7 +105,7 @@ class Settings:
     unknown_click_grace_s: float = field(default=300.0, metadata=_env("UNKNOWN_CLICK_GRACE_S"))
     # How much later than its clicked_at a click may land in clicks.raw (ingest's produce time plus
     # clock skew between hosts). A held postback is refused only once the clicks log has passed its
-    # grace plus this, so no click still on its way can count (README "The clock").
+    # grace plus this, so no click still on its way can count (docs/stream.md "The clock").
     click_max_delay_s: float = field(default=10.0, metadata=_env("STREAM_CLICK_MAX_DELAY_S"))
     click_ttl_days: float = field(default=30.0, metadata=_env("CLICK_TTL_DAYS"))
     window_install_days: float = field(default=7.0, metadata=_env("ATTRIBUTION_WINDOW_INSTALL_DAYS"))
@@ -231,5 +230,5 @@ class Settings:
 
 
 def env_table() -> list[tuple[str, str, str]]:
-    """(variable, default, field) rows: used by the README test that keeps the docs honest."""
+    """(variable, default, field) rows: used by the docs test that keeps the settings table honest."""
     return [(f.metadata["env"], repr(f.default), f.name) for f in fields(Settings)]

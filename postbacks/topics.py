@@ -101,7 +101,7 @@ class Topics:
         """Topic configs beyond the broker's defaults, applied when a topic is created."""
         return {
             # Keeps the latest state per delivery; states older than the retention are no longer needed
-            # (README "Outbound postbacks": what this bounds).
+            # (docs/outbound.md "Limits, honestly": what this bounds).
             self.outbound_deliveries: {
                 "cleanup.policy": "compact,delete",
                 "retention.ms": str(DELIVERY_STATE_RETENTION_MS),

@@ -108,6 +108,8 @@ class StreamApp:
             # A fetch's outputs and changelog records go as one batch per partition
             # (stream/produce.py); aiokafka's 16 KiB default cut them into many round trips.
             producer_max_batch_size=512 * 1024,
+            # The most records one fetch returns: one batch of the agent (stream/source_batches.py).
+            broker_max_poll_records=settings.stream_batch_max,
             broker_client_id=self.client_id,
             consumer_group_instance_id=self.client_id if settings.stream_static_membership else None,
             web_enabled=False,

@@ -1,7 +1,7 @@
 """Shared fixtures: one real broker per test session, fresh topics per test, real service processes.
 
 The broker is Apache Kafka (KRaft, one node) started by the project's own launcher
-(postbacks.local.broker), unless KAFKA_BOOTSTRAP_SERVERS points at a cluster (then that one
+(commands.local.broker), unless KAFKA_BOOTSTRAP_SERVERS points at a cluster (then that one
 is used and nothing starts).
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from postbacks.local.broker import LocalKafka
+from commands.local.broker import LocalKafka
 from postbacks.settings import Settings
 from tests.helpers import IngestProcess, create_topics
 

@@ -16,10 +16,10 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer
 
+from commands.local.broker import free_port
+from commands.local.children import spawn
 from ingest.sources import write_starter_sources
 from postbacks.groups import sink_client, sink_group
-from postbacks.local.broker import free_port
-from postbacks.local.children import spawn
 from postbacks.settings import Settings
 from postbacks.topics import ensure_topics, topic_partitions
 from schemas import STREAM_TICK, Codec, schema_name
@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def spawn_cli(command: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     """`postbacks <command>` as a child process that dies with the test run, output to `log_path`."""
-    return spawn([sys.executable, "-m", "postbacks.cli", command], log_path, env)
+    return spawn([sys.executable, "-m", "commands.cli", command], log_path, env)
 
 
 def kill_process(process: subprocess.Popen[bytes] | None) -> None:

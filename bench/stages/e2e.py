@@ -23,9 +23,9 @@ from bench.stack import BenchStack, committed, preload, wait_http
 from bench.stages.ingest import QUERY, loadgen_result, start_loadgen
 from bench.traffic import CLICK_HEADERS, clicks
 from bench.watch import TopicWatch
+from commands.local.broker import free_port
 from ingest.sources import write_starter_sources
 from postbacks.groups import stream_group
-from postbacks.local.broker import free_port
 from postbacks.topics import Topics
 from schemas import CONVERSION
 from sinks.endpoint import remote_query

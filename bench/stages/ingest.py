@@ -25,9 +25,9 @@ from bench import profile
 from bench.measure import Figure, Sample, StageResult, at_least, steady_windows
 from bench.plan import Plan
 from bench.stack import BenchStack, cpu_seconds, granian, wait_http
+from commands.local.broker import free_port
 from ingest.parsing import normalise_postback, parse_query
 from ingest.sources import load_sources, write_starter_sources
-from postbacks.local.broker import free_port
 from postbacks.settings import Settings
 from postbacks.topics import Topics
 from schemas import POSTBACK_RAW, Codec

@@ -5,7 +5,7 @@ on the same click are one conversion (a retry, or a status update of it), and a
 different key on the same click is another conversion (an upsell, a rebill, a second
 goal). Policies are chosen per source (sources file `dedup_policy`); the default,
 `auto`, is the identity the source's vendor preset uses (`VENDOR_POLICIES`, the table
-in README "Vendor macros"). New policies are registered in `stream.registry`.
+in docs/sending.md "Vendor macros"). New policies are registered in `stream.registry`.
 
 Installs are installs only when the event says so: an install event name (`install`,
 `af_install`, `first_open`...), which the AppsFlyer preset fills in for postbacks
@@ -150,7 +150,7 @@ def appsflyer(postback: Record, click: Record) -> str:
     return f"event|{event}|{postback.get('event_time') or ''}"
 
 
-#: The policy `auto` stands for, by the source's alias preset (README "Vendor macros").
+#: The policy `auto` stands for, by the source's alias preset (docs/sending.md "Vendor macros").
 VENDOR_POLICIES: Mapping[str, str] = {
     "generic": "generic",
     "keitaro": "keitaro",

@@ -8,7 +8,7 @@ reasons), which ClickHouse counts in `fraud_flags_hourly`.
 
 Signals that need other clicks (click flooding per IP/device, a device converting on a
 second click of an offer) are not here: the stream's state is partitioned by click id, so
-a worker sees one click's history, not an IP's or a device's (README "Fraud signals").
+a worker sees one click's history, not an IP's or a device's (docs/stream.md "Fraud signals").
 """
 
 from __future__ import annotations

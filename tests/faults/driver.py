@@ -28,7 +28,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from postbacks.demo import Expected, Progress, plan_day, play
+from commands.demo import Expected, Progress, plan_day, play
 from postbacks.settings import Settings
 from postbacks.topics import Topics
 from schemas import CLICK, POSTBACK_RAW, POSTBACK_REJECTED

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from postbacks.local.broker import LocalKafka
+from commands.local.broker import LocalKafka
 from postbacks.settings import Settings
 from tests.faults.driver import Traffic, pipeline, wait_until_exact
 from tests.helpers import create_topics

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from postbacks.local.broker import LocalKafka
+from commands.local.broker import LocalKafka
 from postbacks.settings import Settings
 from postbacks.topics import Topics
 from tests.faults.driver import Traffic, pipeline, wait_until_exact

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from postbacks.local.broker import free_port
+from commands.local.broker import free_port
 from tests.helpers import REPO
 
 
@@ -54,7 +54,7 @@ def running_up(tmp: Path, extra_env: dict[str, str] | None = None) -> Iterator[U
     out = tmp / "up.out"
     with out.open("wb") as sink:
         up = subprocess.Popen(
-            [sys.executable, "-m", "postbacks.cli", "up"],
+            [sys.executable, "-m", "commands.cli", "up"],
             env=env,
             cwd=REPO,
             stdout=sink,

@@ -135,7 +135,7 @@ def test_adjustments_become_versions_once_and_the_aggregates_follow(
                 [
                     sys.executable,
                     "-m",
-                    "postbacks.cli",
+                    "commands.cli",
                     "adjust",
                     cid,
                     "reject",

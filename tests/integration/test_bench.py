@@ -24,7 +24,7 @@ def test_quick_bench_measures_every_stage_and_its_baselines(tmp_path: Path) -> N
         [
             sys.executable,
             "-m",
-            "postbacks.cli",
+            "commands.cli",
             "bench",
             "--quick",
             "--json",

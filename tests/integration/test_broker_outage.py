@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from postbacks.local.broker import LocalKafka
+from commands.local.broker import LocalKafka
 from postbacks.settings import Settings
 from postbacks.topics import Topics
 from schemas import POSTBACK_RAW

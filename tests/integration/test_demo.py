@@ -22,7 +22,7 @@ def test_demo_passes_every_measure(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "postbacks.cli",
+            "commands.cli",
             "demo",
             "--clicks",
             "400",

@@ -16,7 +16,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from postbacks.local.broker import BrokerError, LocalKafka, metadata_brokers
+from commands.local.broker import BrokerError, LocalKafka, metadata_brokers
 from postbacks.topics import topic_partitions
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -99,7 +99,7 @@ def test_no_broker_outlives_a_killed_parent(tmp_path: Path) -> None:
         f"""
         import time
         from pathlib import Path
-        from postbacks.local.broker import LocalKafka
+        from commands.local.broker import LocalKafka
         kafka = LocalKafka(Path({str(tmp_path / "kafka")!r})).start()
         Path({str(pid_file)!r}).write_text(str(kafka.nodes[0].process.pid))
         time.sleep(600)

@@ -70,7 +70,7 @@ def test_up_runs_the_stack_and_ctrl_c_stops_all_of_it(tmp_path: Path) -> None:
         assert len(children) == 5, children  # broker, ingest, stream, sink, outbound
 
         # A crashed stream worker is restarted by the supervisor and carries on.
-        streams = subprocess.run(["pgrep", "-f", "postbacks.cli stream"], capture_output=True, text=True)
+        streams = subprocess.run(["pgrep", "-f", "commands.cli stream"], capture_output=True, text=True)
         [stream_pid] = [pid for pid in streams.stdout.split() if pid in children]
         os.kill(int(stream_pid), signal.SIGKILL)
         second = convert("T2")
@@ -88,7 +88,7 @@ def test_up_runs_the_stack_and_ctrl_c_stops_all_of_it(tmp_path: Path) -> None:
         report: list[dict[str, object]] = []
         while time.monotonic() < deadline:
             cli = subprocess.run(
-                [sys.executable, "-m", "postbacks.cli", "report", "--by", "offer", "--format", "json"],
+                [sys.executable, "-m", "commands.cli", "report", "--by", "offer", "--format", "json"],
                 env=env,
                 cwd=REPO,
                 capture_output=True,

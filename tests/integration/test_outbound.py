@@ -25,9 +25,9 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from commands.local.broker import free_port
+from commands.local.receiver import Received, Receiver, always
 from outbound.plan import idempotency_key
-from postbacks.local.broker import free_port
-from postbacks.local.receiver import Received, Receiver, always
 from postbacks.settings import Settings
 from postbacks.topics import Topics, topic_partitions
 from schemas import CONVERSION, OUTBOUND_ATTEMPT, OUTBOUND_DEAD_LETTER, OUTBOUND_DELIVERY, Codec

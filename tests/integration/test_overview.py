@@ -20,8 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
-from postbacks import demo, demo_outbound
-from postbacks.cli import _query
+from commands import demo, demo_outbound
+from commands.cli import _query
 from postbacks.settings import Settings
 from stream.rules.fx import load_rates
 from tests.chromium_tools import Page, chromium
@@ -34,7 +34,7 @@ SEED = 18
 
 def report(stack: UpStack, *args: str) -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "postbacks.cli", "report", "--by", "", *args],
+        [sys.executable, "-m", "commands.cli", "report", "--by", "", *args],
         env=stack.env,
         cwd=REPO,
         capture_output=True,

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import yaml
 
-from postbacks.local.broker import free_port
+from commands.local.broker import free_port
 from tests.integration.conftest import UpStack
 from tests.prometheus_tools import ensure_prometheus
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import clickhouse_connect
 import pytest
 
-from postbacks.local.kafka_install import cache_root
+from commands.local.kafka_install import cache_root
 from sinks.report import report_sql
 from tests.helpers import REPO
 from tests.integration.conftest import UpStack
@@ -64,7 +64,7 @@ def test_clickhouse_connect(up_stack: UpStack) -> None:
         client.command("TRUNCATE TABLE clicks")
     # `postbacks sql` is one more client of the same endpoint.
     cli = subprocess.run(
-        [sys.executable, "-m", "postbacks.cli", "sql", "SELECT count() AS n FROM clicks", "--format", "json"],
+        [sys.executable, "-m", "commands.cli", "sql", "SELECT count() AS n FROM clicks", "--format", "json"],
         env=up_stack.env,
         cwd=REPO,
         capture_output=True,

@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from postbacks.adjust import AdjustError, Adjustment, admin_token, send
-from postbacks.cli import build_parser
+from commands.adjust import AdjustError, Adjustment, admin_token, send
+from commands.cli import build_parser
 
 CID = "0123456789abcdef0123456789abcdef"
 

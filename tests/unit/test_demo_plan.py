@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from postbacks.demo import plan_day, usd
+from commands.demo import plan_day, usd
 from stream.rules.fx import load_rates
 
 RATES = load_rates()

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from postbacks.local import kafka_install
-from postbacks.local.broker import KafkaNode, new_cluster_id, node_properties
-from postbacks.local.kafka_install import KafkaInstallError, kafka_version, parse_java_major
+from commands.local import kafka_install
+from commands.local.broker import KafkaNode, new_cluster_id, node_properties
+from commands.local.kafka_install import KafkaInstallError, kafka_version, parse_java_major
 
 
 def test_the_pom_names_a_kafka_4_version() -> None:

@@ -135,7 +135,7 @@ def test_an_age_longer_than_the_states_are_kept_is_refused() -> None:
 def test_the_command_stops_at_a_bad_template_naming_it(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from postbacks.cli import main
+    from commands.cli import main
 
     sources = tmp_path / "sources.toml"
     sources.write_text('[publishers.px]\nurl = "https://p.example/?c={clikid}"\n')

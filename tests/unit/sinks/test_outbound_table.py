@@ -12,7 +12,7 @@ from sinks.writer import new_rows
 
 OUTBOUND = next(spec for spec in SPECS if spec.name == "outbound_postbacks")
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
-README = Path(__file__).resolve().parents[3] / "README.md"
+PAGE = Path(__file__).resolve().parents[3] / "docs" / "outbound.md"
 
 
 def attempt(key: str, n: int, outcome: str, publisher: str = "p1", **fields: Any) -> dict[str, Any]:
@@ -73,16 +73,16 @@ def test_a_repeated_attempt_record_is_dropped_by_its_identity() -> None:
     assert new_rows(OUTBOUND, 0, later, stored=[("k1", 1, 0, 10)]) == []
 
 
-def test_the_readme_analyst_queries_run(clickhouse_db: Any) -> None:
-    """The SQL under README "What an analyst queries" runs as printed (the conversion id filled in)."""
+def test_the_documented_analyst_queries_run(clickhouse_db: Any) -> None:
+    """The SQL under docs/outbound.md "What an analyst queries" runs as printed (conversion id filled in)."""
     records = [attempt("k1", 1, "retry"), attempt("k1", 2, "delivered"), attempt("k2", 1, "rejected")]
     records[2].update(outcome="dead", reason="rejected", http_status=404, latency_ms=12)
     values = OUTBOUND.column_values(0, list(enumerate(records)))
     clickhouse_db.insert(
         "outbound_postbacks", values, column_names=list(OUTBOUND.insert_columns), column_oriented=True
     )
-    section = README.read_text().split("### What an analyst queries", 1)[1]
-    queries = [q for q in re.findall(r"```sql\n(.*?)```", section, re.S)[0].split(";") if q.strip()]
+    section = PAGE.read_text().split("## What an analyst queries", 1)[1]
+    queries = [q for q in re.findall(r"```sql[^\n]*\n(.*?)```", section, re.S)[0].split(";") if q.strip()]
     assert len(queries) == 3
     results = [clickhouse_db.query(q.replace("'…'", "'conv-k1'")).result_rows for q in queries]
     [(publisher, delivered, dead, rate, requests, latency)] = results[0]

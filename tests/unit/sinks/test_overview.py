@@ -12,7 +12,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
-from postbacks.local.broker import free_port
+from commands.local.broker import free_port
 from sinks.endpoint import QueryEndpoint
 from sinks.overview import ASSETS, summarize
 from sinks.sql_access import Access

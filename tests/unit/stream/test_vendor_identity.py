@@ -1,6 +1,6 @@
 """Every preset's conversion identity under its DEFAULT settings, through the ingest's parsing and
 the stream's decisions: several conversions on one click, status updates, retries, out-of-order
-updates (README "Vendor macros", the identity table).
+updates (docs/sending.md "Vendor macros", the identity table).
 
 Each row is one postback as its vendor sends it (query string), normalised by the ingest's
 real rules for a source with that preset and no other setting, then decided by the stream

@@ -33,7 +33,7 @@ from typing import Any
 
 import httpx
 
-from postbacks import demo_outbound
+from commands import demo_outbound
 from postbacks.settings import Settings
 
 Q = Decimal("0.000001")
@@ -399,7 +399,7 @@ def run(
     print(f"starting a fresh local stack in {data_dir} ...", flush=True)
     with out.open("wb") as sink:
         up = subprocess.Popen(
-            [sys.executable, "-m", "postbacks.cli", "up"], env=env, stdout=sink, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "commands.cli", "up"], env=env, stdout=sink, stderr=subprocess.STDOUT
         )
     try:
         deadline = time.monotonic() + 90

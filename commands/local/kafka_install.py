@@ -1,7 +1,7 @@
 """Fetch Apache Kafka's broker from Maven Central with the machine's Maven, once, into a cache.
 
 The broker is plain Maven artifacts (`org.apache.kafka:kafka_2.13` and what it needs at run
-time), named by the pom beside this module (postbacks/local/kafka/pom.xml, the one place
+time), named by the pom beside this module (commands/local/kafka/pom.xml, the one place
 that says which version runs). `mvn dependency:copy-dependencies` copies every jar of its
 run-time class path into a directory named after the version and a digest of the pom, so a
 changed pom gets a new directory and an old one is never half-overwritten. The directory is
@@ -38,11 +38,11 @@ class KafkaInstallError(RuntimeError):
 
 
 def pom_path() -> Path:
-    return Path(str(files("postbacks.local").joinpath("kafka", "pom.xml")))
+    return Path(str(files("commands.local").joinpath("kafka", "pom.xml")))
 
 
 def log4j_config_path() -> Path:
-    return Path(str(files("postbacks.local").joinpath("kafka", "log4j2.properties")))
+    return Path(str(files("commands.local").joinpath("kafka", "log4j2.properties")))
 
 
 def kafka_version() -> str:

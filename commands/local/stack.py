@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from commands.local.broker import LocalKafka, free_port
+from commands.local.children import spawn
 from ingest.auth import TokenAuth
 from ingest.sources import load_sources, write_starter_sources
-from postbacks.local.broker import LocalKafka, free_port
-from postbacks.local.children import spawn
 from postbacks.settings import Settings
 from postbacks.topics import ensure_topics
 
@@ -140,7 +140,7 @@ class LocalStack:
         asyncio.run(ensure_topics(settings))
         env = {**os.environ, **settings.to_env()}
         logs = data_dir / "logs"
-        cli = [sys.executable, "-m", "postbacks.cli"]
+        cli = [sys.executable, "-m", "commands.cli"]
         self.services = [
             Service(name, [*cli, name], env, logs / f"{name}.log")
             for name in ("ingest", "stream", "sink", "outbound")

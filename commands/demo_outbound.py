@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from commands.local.receiver import Received, Receiver
 from ingest.sources import write_starter_sources
-from postbacks.local.receiver import Received, Receiver
 from postbacks.settings import Settings
 
 Query = Callable[[Settings, str], tuple[list[str], list[list[Any]]]]

@@ -3,7 +3,7 @@
 This is the only module that knows which broker the local stack runs; everything else
 talks Kafka protocol to `KAFKA_BOOTSTRAP_SERVERS`, exactly as against a production cluster.
 Each node is one `kafka.Kafka` JVM in combined broker+controller mode on free loopback
-ports, from the jars `postbacks kafka install` put in the cache (postbacks.local.kafka_install).
+ports, from the jars `postbacks kafka install` put in the cache (commands.local.kafka_install).
 One node for `postbacks up`, the tests and the benchmarks; three (`LocalKafka(nodes=3)`,
 `postbacks up --brokers 3`) for replication and leader failover: topics then default to
 replication factor 3 with `min.insync.replicas=2`.
@@ -14,7 +14,7 @@ on the same ports with its data, and clients holding the bootstrap address recon
 
 Stopping is Kafka's own: SIGTERM starts a controlled shutdown (leadership moved away, logs
 flushed and closed, a clean-shutdown marker written); SIGKILL only if it overruns its bound.
-Every JVM dies with its parent (postbacks.local.children), so no broker outlives a killed
+Every JVM dies with its parent (commands.local.children), so no broker outlives a killed
 supervisor or test run.
 """
 
@@ -33,8 +33,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from postbacks.local.children import spawn
-from postbacks.local.kafka_install import (
+from commands.local.children import spawn
+from commands.local.kafka_install import (
     KafkaInstall,
     KafkaInstallError,
     install,

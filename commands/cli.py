@@ -15,7 +15,7 @@ from postbacks.settings import Settings, SettingsError
 
 
 def _up(settings: Settings, args: argparse.Namespace) -> int:
-    from postbacks.local.stack import LocalStack
+    from commands.local.stack import LocalStack
 
     return LocalStack(settings, brokers=args.brokers).run()
 
@@ -108,8 +108,8 @@ def _sql(settings: Settings, args: argparse.Namespace) -> int:
 def _adjust(settings: Settings, args: argparse.Namespace) -> int:
     import httpx
 
+    from commands.adjust import AdjustError, Adjustment, admin_token, send
     from ingest.sources import ConfigError, load_sources
-    from postbacks.adjust import AdjustError, Adjustment, admin_token, send
 
     adjustment = Adjustment(
         args.conversion_id, args.action, args.reason, args.id or "", args.click_id, args.payout, args.currency
@@ -127,14 +127,14 @@ def _adjust(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
-    from postbacks.demo import run
+    from commands.demo import run
 
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     return run(settings, args.clicks, args.rate, seed, args.timeout, _query)
 
 
 def _kafka(settings: Settings, args: argparse.Namespace) -> int:
-    from postbacks.local.kafka_install import KafkaInstallError, install, installed, kafka_version
+    from commands.local.kafka_install import KafkaInstallError, install, installed, kafka_version
 
     if args.action == "version":
         found = installed()
