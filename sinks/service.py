@@ -53,6 +53,7 @@ async def serve(settings: Settings) -> None:
             settings.clickhouse_http_host,
             settings.clickhouse_http_port,
             metrics_urls=service_metrics(settings, sink_metrics_port),
+            rate_limit=(settings.clickhouse_http_rate, settings.clickhouse_http_burst),
         )
     if endpoint is not None:
         await endpoint.start()
