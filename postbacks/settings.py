@@ -158,6 +158,10 @@ class Settings:
     sink_metrics_port: int = field(default=9102, metadata=_env("SINK_METRICS_PORT"))
     outbound_metrics_port: int = field(default=9103, metadata=_env("OUTBOUND_METRICS_PORT"))
 
+    # How long a service told to stop (SIGTERM) may drain and commit before it exits anyway: with
+    # the broker gone for good a drain never ends (postbacks/shutdown.py says what that costs).
+    shutdown_timeout_s: float = field(default=30.0, metadata=_env("SHUTDOWN_TIMEOUT_S"))
+
     log_level: str = field(default="INFO", metadata=_env("LOG_LEVEL"))
     log_format: str = field(default="json", metadata=_env("LOG_FORMAT"))
 
@@ -189,6 +193,8 @@ class Settings:
                 raise SettingsError(f"{name.upper()}_METRICS_PORT out of range")
         if self.clickhouse_http_rate <= 0 or self.clickhouse_http_burst < 1:
             raise SettingsError("CLICKHOUSE_HTTP_RATE must be positive and CLICKHOUSE_HTTP_BURST at least 1")
+        if self.shutdown_timeout_s <= 0:
+            raise SettingsError("SHUTDOWN_TIMEOUT_S must be positive")
         if self.topic_partitions < 1:
             raise SettingsError("TOPIC_PARTITIONS must be at least 1")
         if self.publish_timeout_s <= 0:
