@@ -32,23 +32,45 @@ def _varint(out: bytearray, n: int) -> None:
     out.append(n)
 
 
+def _whole(value: Any, kind: str) -> int:
+    """As fastavro outside a union: an int, or a float or Decimal cut to one (toward zero)."""
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float | Decimal):
+        return int(value)
+    raise ValueError(f"{value!r} is not a {kind}")
+
+
 def _long(out: bytearray, value: Any) -> None:
-    if not isinstance(value, int):
-        raise ValueError(f"{value!r} is not a long")
+    value = _whole(value, "long")
     _varint(out, (value << 1) ^ (value >> 63))
 
 
 def _int(out: bytearray, value: Any) -> None:
-    if not isinstance(value, int):
-        raise ValueError(f"{value!r} is not an int")
+    value = _whole(value, "int")
     _varint(out, (value << 1) ^ (value >> 31))
 
 
-def _timestamp_millis(out: bytearray, value: Any) -> None:
+def _millis(value: Any) -> Any:
     if isinstance(value, dt.datetime):  # as fastavro: naive means UTC
         delta = value - (_EPOCH if value.tzinfo is not None else _EPOCH_NAIVE)
-        value = (delta.days * 86400 + delta.seconds) * 1000 + int(delta.microseconds / 1000)
-    _long(out, value)
+        return (delta.days * 86400 + delta.seconds) * 1000 + int(delta.microseconds / 1000)
+    return value
+
+
+def _timestamp_millis(out: bytearray, value: Any) -> None:
+    _long(out, _millis(value))
+
+
+def _strictly(write: Writer, kinds: type | tuple[type, ...]) -> Writer:
+    """In a union fastavro picks the branch by type: a float or a bool is no long there, it is refused."""
+
+    def write_checked(out: bytearray, value: Any) -> None:
+        if not isinstance(value, kinds) or isinstance(value, bool):
+            raise ValueError(f"{value!r} is not in the union")
+        write(out, value)
+
+    return write_checked
 
 
 def _string(out: bytearray, value: Any) -> None:
@@ -178,7 +200,12 @@ def _compile(schema: Any) -> Writer:
     if isinstance(schema, list):
         if len(schema) == 2 and "null" in schema:
             other = schema[1 - schema.index("null")]
-            return _nullable(schema.index("null"), _compile(other))
+            write = _compile(other)
+            if write in (_long, _int):
+                write = _strictly(write, int)
+            elif write is _timestamp_millis:
+                write = _strictly(write, (int, dt.datetime))
+            return _nullable(schema.index("null"), write)
         raise NotImplementedError("unions other than [null, T]")
     kind, logical = schema["type"], schema.get("logicalType")
     if kind == "record":

@@ -75,6 +75,37 @@ def test_the_same_bytes_as_fastavro(name: str, version: int) -> None:
         assert encode(record) == _fastavro(codec, record), (name, version, record)
 
 
+@pytest.mark.parametrize(
+    ("kind", "value"),
+    [
+        ("long", 1.7),
+        ("long", -1.7),
+        ("long", Decimal("3.9")),
+        ("long", True),
+        ("int", 2.5),
+        ({"type": "long", "logicalType": "timestamp-millis"}, 1.5),
+        ("boolean", "x"),
+    ],
+)
+def test_what_fastavro_lets_through_outside_unions_goes_through(kind: Any, value: Any) -> None:
+    schema = {"type": "record", "name": "R", "fields": [{"name": "f", "type": kind}]}
+    expected = io.BytesIO()
+    fastavro.schemaless_writer(expected, fastavro.parse_schema(schema), {"f": value})
+    assert compile_writer(schema)({"f": value}) == expected.getvalue()
+
+
+@pytest.mark.parametrize(
+    "kind", [["null", "long"], ["null", {"type": "long", "logicalType": "timestamp-millis"}]]
+)
+def test_a_float_or_bool_in_a_nullable_long_is_refused_as_by_fastavro(kind: Any) -> None:
+    schema = {"type": "record", "name": "R", "fields": [{"name": "f", "type": kind}]}
+    for value in (1.5, True):
+        with pytest.raises(ValueError):
+            fastavro.schemaless_writer(io.BytesIO(), fastavro.parse_schema(schema), {"f": value})
+        with pytest.raises(ValueError):
+            compile_writer(schema)({"f": value})
+
+
 def test_the_codec_uses_it_and_refuses_what_fastavro_refuses() -> None:
     codec = Codec("postback_raw")
     assert codec._write is not None
