@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from granian import Granian
 from granian.constants import Interfaces, Loops
 
@@ -9,7 +11,8 @@ from postbacks.settings import Settings
 
 
 def serve(settings: Settings) -> None:
-    """Blocks until SIGINT/SIGTERM; granian then drains requests and runs the app's shutdown."""
+    """Blocks until SIGINT/SIGTERM; granian then drains requests and runs the app's shutdown,
+    killing a worker whose drain outlasts SHUTDOWN_TIMEOUT_S (a broker gone for good)."""
     Granian(
         target="ingest.app:create_app",
         factory=True,
@@ -20,4 +23,5 @@ def serve(settings: Settings) -> None:
         loop=Loops.uvloop,
         log_access=False,
         backlog=2048,
+        workers_kill_timeout=max(1, math.ceil(settings.shutdown_timeout_s)),
     ).serve()

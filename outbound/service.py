@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -37,6 +36,7 @@ from outbound.progress import PartitionProgress
 from outbound.records import Recorder, load_states
 from outbound.state import FINAL, resume
 from postbacks import metrics as postbacks_metrics
+from postbacks import shutdown
 from postbacks.conventions import ConfigError
 from postbacks.groups import outbound_client, outbound_group
 from postbacks.metrics import GroupLag
@@ -145,8 +145,8 @@ class OutboundWorker:
             await asyncio.gather(*runners, return_exceptions=True)
             await self._commit(list(self.ready))
             self._log_stats("outbound worker stopped")
-            await self.consumer.stop()
-            await self.producer.stop()
+            await shutdown.close(self.consumer.stop(), "outbound consumer")
+            await shutdown.close(self.producer.stop(), "outbound producer")
 
     def _take(self, partition: int, message: Any) -> None:
         """One conversion version: the delivery it needs, unless recorded as decided already."""
@@ -342,9 +342,7 @@ async def serve(settings: Settings, publishers: Mapping[str, Publisher]) -> None
             extra={"sources_file": str(settings.effective_sources_file)},
         )
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    shutdown.on_stop_signals(asyncio.get_running_loop(), stop.set, settings.shutdown_timeout_s, "outbound")
     worker = OutboundWorker(settings, publishers)
     postbacks_metrics.serve(metrics.REGISTRY, settings.metrics_host, settings.outbound_metrics_port)
     metrics.REGISTRY.register(metrics.Destinations(lambda: worker.destinations))

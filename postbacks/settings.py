@@ -129,6 +129,10 @@ class Settings:
     # loopback unless configured; 8123 when free, else any free port (0: any), printed by `up`.
     clickhouse_http_host: str = field(default="127.0.0.1", metadata=_env("CLICKHOUSE_HTTP_HOST"))
     clickhouse_http_port: int = field(default=8123, metadata=_env("CLICKHOUSE_HTTP_PORT"))
+    # Queries a second, and at once, per user and per client address (a token bucket each): a
+    # dashboard's burst of panels goes through, a runaway script or a password guesser gets 429.
+    clickhouse_http_rate: float = field(default=20.0, metadata=_env("CLICKHOUSE_HTTP_RATE"))
+    clickhouse_http_burst: int = field(default=100, metadata=_env("CLICKHOUSE_HTTP_BURST"))
     # Currency rates: the shipped defaults unless a file is given; fx.rates topic overrides live.
     fx_rates_file: Path | None = field(default=None, metadata=_env("FX_RATES_FILE"))
     # Outbound postbacks to publishers (templates in the sources file's [publishers.<id>] tables).
@@ -155,6 +159,10 @@ class Settings:
     stream_metrics_port: int = field(default=9101, metadata=_env("STREAM_METRICS_PORT"))
     sink_metrics_port: int = field(default=9102, metadata=_env("SINK_METRICS_PORT"))
     outbound_metrics_port: int = field(default=9103, metadata=_env("OUTBOUND_METRICS_PORT"))
+
+    # How long a service told to stop (SIGTERM) may drain and commit before it exits anyway: with
+    # the broker gone for good a drain never ends (postbacks/shutdown.py says what that costs).
+    shutdown_timeout_s: float = field(default=30.0, metadata=_env("SHUTDOWN_TIMEOUT_S"))
 
     log_level: str = field(default="INFO", metadata=_env("LOG_LEVEL"))
     log_format: str = field(default="json", metadata=_env("LOG_FORMAT"))
@@ -185,6 +193,10 @@ class Settings:
         for name in ("stream", "sink", "outbound"):
             if not 0 <= getattr(self, f"{name}_metrics_port") < 65536:
                 raise SettingsError(f"{name.upper()}_METRICS_PORT out of range")
+        if self.clickhouse_http_rate <= 0 or self.clickhouse_http_burst < 1:
+            raise SettingsError("CLICKHOUSE_HTTP_RATE must be positive and CLICKHOUSE_HTTP_BURST at least 1")
+        if self.shutdown_timeout_s <= 0:
+            raise SettingsError("SHUTDOWN_TIMEOUT_S must be positive")
         if self.topic_partitions < 1:
             raise SettingsError("TOPIC_PARTITIONS must be at least 1")
         if self.publish_timeout_s <= 0:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import cache
@@ -22,6 +22,8 @@ from importlib.resources import files
 from typing import Any
 
 import fastavro
+
+from schemas.writer import compile_writer
 
 SCHEMA_HEADER = "schema"
 VERSION_HEADER = "schema-version"
@@ -148,8 +150,14 @@ class Codec:
         self.version = self.schema.version
         self._versions = all_versions()[name]
         self._millis = millis
+        try:  # the same bytes as fastavro's, several times faster (schemas/writer.py)
+            self._write: Callable[[Mapping[str, Any]], bytes] | None = compile_writer(self.schema.declared)
+        except NotImplementedError:
+            self._write = None
 
     def encode(self, record: Mapping[str, Any]) -> bytes:
+        if self._write is not None:
+            return self._write(record)
         if self.schema.decimals:
             record = self._decimals_as_bytes(record)
         buf = io.BytesIO()

@@ -93,6 +93,9 @@ _STATUS_BY_CODE: dict[int, int] = {
     ),
     **dict.fromkeys((46, 47, 60, 81, 50, 56), 404),  # unknown function/identifier/table/db/type/storage
     202: 503,  # TOO_MANY_SIMULTANEOUS_QUERIES
+    # QUOTA_EXCEEDED: ClickHouse's server answers it 500; 429 here (the endpoint's rate limit), a
+    # status clients retry after a pause (clickhouse-connect: 429, 503, 504), as they should.
+    201: 429,
     48: 501,  # NOT_IMPLEMENTED
     1: 501,  # UNSUPPORTED_METHOD
 }

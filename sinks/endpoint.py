@@ -12,7 +12,10 @@ Loopback by default (CLICKHOUSE_HTTP_HOST), port 8123 when free (CLICKHOUSE_HTTP
 credentials from the sources file's `[sql]` table or made up at start (sinks/sql_access.py).
 The URL and credentials go to `clickhouse.endpoint.json` (0600) next to the engine's data.
 Queries run one at a time on their own thread, beside the writers' thread; a few more may
-wait, beyond that ClickHouse's TOO_MANY_SIMULTANEOUS_QUERIES. Query texts are never logged.
+wait, beyond that ClickHouse's TOO_MANY_SIMULTANEOUS_QUERIES. Each client address and each user
+has a token bucket (CLICKHOUSE_HTTP_RATE/_BURST): the address's is taken before the password is
+checked (a guesser is slowed), the user's after (a wrong password cannot use up the analyst's);
+over either, ClickHouse's QUOTA_EXCEEDED as 429, which clients retry. Query texts are never logged.
 With a server DSN nothing of this runs: every process connects to ClickHouse itself.
 """
 
@@ -24,9 +27,11 @@ import datetime as dt
 import decimal
 import json
 import logging
+import math
 import os
 import socket
 import threading
+import time
 import urllib.parse
 import uuid
 from dataclasses import dataclass
@@ -36,6 +41,8 @@ from typing import Any
 import chdb
 from aiohttp import web
 
+from postbacks.ratelimit import KeyedLimiter
+from postbacks.settings import Settings
 from sinks import chhttp, overview
 from sinks.chhttp import ClickHouseError, QueryRequest
 from sinks.sql_access import Access
@@ -139,6 +146,20 @@ class EngineError(Exception):
         self.text = text
 
 
+class RateLimited(ClickHouseError):
+    """A user or an address over its token bucket: ClickHouse's QUOTA_EXCEEDED, with the wait."""
+
+    def __init__(self, kind: str, key: str, rate: float, burst: int, wait_s: float) -> None:
+        who = f"user `{key}`" if kind == "user" else f"address {key}"
+        super().__init__(
+            201,
+            "QUOTA_EXCEEDED",
+            f"Quota for {who} has been exceeded: more than {rate:g} queries a second "
+            f"(or {burst} at once). Retry in {wait_s:.2f} s",
+        )
+        self.wait_s = wait_s
+
+
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket on `port`, or on any free port when that one is taken (0: any)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -170,6 +191,7 @@ class QueryEndpoint:
         host: str = "127.0.0.1",
         port: int = 8123,
         metrics_urls: dict[str, str] | None = None,
+        rate_limit: tuple[float, int] | None = None,
     ):
         self.metrics_urls = metrics_urls or {}  # service -> its /metrics, for the overview's health
         self.engine = Engine(engine_path(dsn))
@@ -178,6 +200,10 @@ class QueryEndpoint:
         self.host, self.port = host, port
         self.display_name = socket.gethostname()
         self._waiting = 0
+        defaults = Settings()
+        self.rate, self.burst = rate_limit or (defaults.clickhouse_http_rate, defaults.clickhouse_http_burst)
+        self._per_address = KeyedLimiter(self.rate, self.burst)
+        self._per_user = KeyedLimiter(self.rate, self.burst)
         self._lock = threading.Lock()
         self._runner: web.AppRunner | None = None
 
@@ -231,23 +257,32 @@ class QueryEndpoint:
     async def _ok(self, request: web.Request) -> web.Response:
         return web.Response(text=_OK, headers=self._headers())
 
-    def _error(self, code: int, body: str) -> web.Response:
+    def _error(self, code: int, body: str, error: ClickHouseError | None = None) -> web.Response:
+        headers = {**self._headers(), "X-ClickHouse-Exception-Code": str(code)}
+        if isinstance(error, RateLimited):
+            headers["Retry-After"] = str(max(1, math.ceil(error.wait_s)))
         return web.Response(
-            status=chhttp.status_for(code),
-            text=body,
-            content_type="text/plain",
-            headers={**self._headers(), "X-ClickHouse-Exception-Code": str(code)},
+            status=chhttp.status_for(code), text=body, content_type="text/plain", headers=headers
         )
+
+    def _take(self, limiter: KeyedLimiter, kind: str, key: str) -> None:
+        """Count a request against `key`'s bucket; RateLimited when it is empty."""
+        wait = limiter.take(key, time.monotonic())
+        if wait > 0:
+            log.warning("clickhouse http rate limited", extra={kind: key[:64]})
+            raise RateLimited(kind, key, self.rate, self.burst, wait)
 
     async def _health(self, request: web.Request) -> web.Response:
         """The services' health for the overview page: the same credentials as a query."""
         headers = {k.lower(): v for k, v in request.headers.items()}
         try:
+            self._take(self._per_address, "address", request.remote or "")
             who = chhttp.credentials(headers, dict(request.query))
             if not self.access.allows(who.user, who.password):
                 raise ClickHouseError(516, "AUTHENTICATION_FAILED", f"{who.user}: Authentication failed")
+            self._take(self._per_user, "user", who.user)
         except ClickHouseError as exc:
-            return self._error(exc.code, exc.body(self.engine.version))
+            return self._error(exc.code, exc.body(self.engine.version), exc)
         return web.json_response(
             await overview.health(self.metrics_urls), headers={"Cache-Control": "no-store"}
         )
@@ -263,6 +298,7 @@ class QueryEndpoint:
         if request.method == "GET" and "query" not in params and not raw:
             return web.Response(text=_OK, headers=self._headers())
         try:
+            self._take(self._per_address, "address", request.remote or "")
             who = chhttp.credentials(headers, params)
             if not self.access.allows(who.user, who.password):
                 raise ClickHouseError(
@@ -271,6 +307,7 @@ class QueryEndpoint:
                     f"{who.user}: Authentication failed: password is incorrect, "
                     "or there is no user with such name",
                 )
+            self._take(self._per_user, "user", who.user)
             raw = chhttp.decode(raw, headers.get("content-encoding", ""))
             if params.get("decompress") == "1":
                 raw = chhttp.decompress_native(raw)
@@ -280,7 +317,7 @@ class QueryEndpoint:
         except ClickHouseError as exc:
             if exc.code == 516:
                 log.warning("clickhouse http authentication failed", extra={"user": who.user[:64]})
-            return self._error(exc.code, exc.body(self.engine.version))
+            return self._error(exc.code, exc.body(self.engine.version), exc)
         return await self._execute(query, headers, native=params.get("compress") == "1")
 
     async def _execute(self, query: QueryRequest, headers: dict[str, str], native: bool) -> web.Response:

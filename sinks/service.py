@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 
 from postbacks import metrics as postbacks_metrics
+from postbacks import shutdown
 from postbacks.groups import sink_group
 from postbacks.metrics import GroupLag
 from postbacks.settings import Settings
@@ -53,6 +53,7 @@ async def serve(settings: Settings) -> None:
             settings.clickhouse_http_host,
             settings.clickhouse_http_port,
             metrics_urls=service_metrics(settings, sink_metrics_port),
+            rate_limit=(settings.clickhouse_http_rate, settings.clickhouse_http_burst),
         )
     if endpoint is not None:
         await endpoint.start()
@@ -63,9 +64,7 @@ async def serve(settings: Settings) -> None:
     )
     metrics.REGISTRY.register(lag.start())
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    shutdown.on_stop_signals(asyncio.get_running_loop(), stop.set, settings.shutdown_timeout_s, "sink")
     writers = [TableWriter(spec, settings, clickhouse) for spec in SPECS]
     try:
         await asyncio.gather(*(writer.run(stop) for writer in writers))

@@ -41,6 +41,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import OffsetAndMetadata
 
+from postbacks import shutdown
 from postbacks.groups import sink_client, sink_group
 from postbacks.partitions import ReadyPartitions
 from postbacks.settings import Settings
@@ -216,7 +217,7 @@ class TableWriter:
                     self._calm_until = 2 * time.time() - started
             await self.flush_all()
         finally:
-            await self.consumer.stop()
+            await shutdown.close(self.consumer.stop(), f"sink {self.spec.name} consumer")
 
     def _sought(self, tp: TopicPartition, offset: int) -> None:
         """Seek and mark the partition ready from there, with no await in between."""

@@ -6,10 +6,12 @@ import asyncio
 import logging
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import faust
 
 from postbacks import metrics as postbacks_metrics
+from postbacks import shutdown
 from postbacks.catalog import load_catalog
 from postbacks.groups import stream_group
 from postbacks.metrics import GroupLag
@@ -63,14 +65,25 @@ def serve_metrics(settings: Settings, stream: StreamApp) -> None:
     metrics.REGISTRY.register(GroupLag(settings.kafka_bootstrap_servers, group).start())
 
 
+class _Worker(faust.Worker):
+    """Faust's worker, whose stop on SIGTERM/SIGINT ends within SHUTDOWN_TIMEOUT_S (postbacks.shutdown)."""
+
+    shutdown_timeout_s = Settings().shutdown_timeout_s
+
+    def _schedule_shutdown(self, signal: Any) -> None:
+        shutdown.arm(self.shutdown_timeout_s, "stream")
+        super()._schedule_shutdown(signal)
+
+
 def run(settings: Settings) -> None:
-    """Blocks until SIGINT/SIGTERM; Faust then commits what was processed and stops."""
+    """Blocks until SIGINT/SIGTERM; Faust then commits what was processed and stops (bounded)."""
     stream = build(settings)
     changelogs = stream.changelog_topics()
     asyncio.run(ensure_topics(settings, list(changelogs), configs=changelogs))
     stream.datadir.mkdir(parents=True, exist_ok=True)
     serve_metrics(settings, stream)
-    worker = faust.Worker(
+    worker = _Worker(
         stream.app, loglevel=settings.log_level.lower(), override_logging=False, redirect_stdouts=False
     )
+    worker.shutdown_timeout_s = settings.shutdown_timeout_s
     worker.execute_from_commandline()

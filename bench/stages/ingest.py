@@ -5,7 +5,10 @@ Baselines in the same run:
       answers 200 without Kafka: the ceiling of "HTTP in Python" here, and the load
       generator's own ceiling (its CPU share is reported: below one core, it had room);
   (b) a raw aiokafka producer (acks=all, idempotent, the ingest's linger) sending the
-      same Avro payloads from memory as fast as the broker acknowledges them.
+      same Avro payloads from memory as fast as the broker acknowledges them;
+  (c) the broker-ack ceiling at the load generator's concurrency, three producers each in a
+      closed loop of as many waiters as connections (bench/ack_loop.py): aiokafka send(), the
+      ingest's grouped publisher, confluent-kafka -- acked records/s and CPU µs per record.
 The load generator (bench/loadgen.py) is its own process, closed loop, keep-alive.
 """
 
@@ -21,7 +24,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from bench import profile
+from bench import ack_loop, profile
 from bench.measure import Figure, Sample, StageResult, at_least, steady_windows
 from bench.plan import Plan
 from bench.stack import BenchStack, cpu_seconds, granian, wait_http
@@ -81,19 +84,26 @@ def http_runs(port: int, path: str, plan: Plan, pid: int, name: str) -> list[dic
     return runs
 
 
-async def raw_produce(settings: Settings, plan: Plan, token: str) -> list[float]:
-    """Acknowledged records/s of a producer with ingest's settings, fed the payloads ingest would write."""
+def payloads(settings: Settings, token: str) -> list[tuple[bytes, bytes]]:
+    """(key, value) of 1,000 postbacks as the ingest writes them for the load generator's query."""
     sources = load_sources(settings.effective_sources_file)
     source = sources.get(None)
     assert source is not None
     codec = Codec(POSTBACK_RAW)
-    payloads = []
+    found = []
     for i in range(1000):
         params = parse_query(QUERY.format(i=i, k=i) + f"&token={token}", settings.max_params)
         record = normalise_postback(params, source.rules, int(time.time() * 1000))
         record.update(request_id=f"{i:032x}", received_at=int(time.time() * 1000))
         record.update(source=source.name, method="GET", sender_ip="127.0.0.1")
-        payloads.append((record["click_id"].encode(), codec.encode(record)))
+        found.append((record["click_id"].encode(), codec.encode(record)))
+    return found
+
+
+async def raw_produce(settings: Settings, plan: Plan, token: str) -> list[float]:
+    """Acknowledged records/s of a producer with ingest's settings, fed the payloads ingest would write."""
+    codec = Codec(POSTBACK_RAW)
+    payloads_ = payloads(settings, token)
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         acks="all",
@@ -109,7 +119,7 @@ async def raw_produce(settings: Settings, plan: Plan, token: str) -> list[float]
         span = plan.warmup_s + plan.window_s * plan.windows + 0.2
         i = 0
         while samples[-1][0] < samples[0][0] + span:
-            key, value = payloads[i % len(payloads)]
+            key, value = payloads_[i % len(payloads_)]
             in_flight.append(await producer.send(topic, value=value, key=key, headers=codec.headers))
             i += 1
             while in_flight and (in_flight[0].done() or len(in_flight) > 20_000):
@@ -121,6 +131,18 @@ async def raw_produce(settings: Settings, plan: Plan, token: str) -> list[float]
         return list(steady_windows(samples, 1 << 62, plan.warmup_s, plan.window_s, plan.windows).rates)
     finally:
         await producer.stop()
+
+
+def ack_ceilings(settings: Settings, plan: Plan, token: str) -> dict[str, tuple[list[float], float]]:
+    """(c): each producer's closed loop, one after the other (rates of the windows, CPU µs/record)."""
+    topic = Topics(settings.topic_prefix).postbacks_raw
+    records, headers = payloads(settings, token), Codec(POSTBACK_RAW).headers
+    loops = {
+        "aiokafka send()": ack_loop.aiokafka_loop,
+        "grouped publisher": ack_loop.grouped_loop,
+        "confluent-kafka": ack_loop.confluent_loop,
+    }
+    return {name: asyncio.run(loop(settings, topic, headers, records, plan)) for name, loop in loops.items()}
 
 
 def run(stack: BenchStack, plan: Plan) -> StageResult:
@@ -135,6 +157,7 @@ def run(stack: BenchStack, plan: Plan) -> StageResult:
     stack.stop(bare)
 
     producer_rates = asyncio.run(raw_produce(settings, plan, token))
+    ack_loops = ack_ceilings(settings, plan, token)
 
     port = free_port()
     ingest = stack.start(
@@ -155,6 +178,11 @@ def run(stack: BenchStack, plan: Plan) -> StageResult:
         Figure.median_of("server CPU", [r["server_cpu_us"] for r in runs], "µs/request"),
         Figure.median_of("bare handler's", [r["server_cpu_us"] for r in bare_runs], "µs/request"),
     ]
+    for name, (rates, cpu_us) in ack_loops.items():
+        result.extra += [
+            Figure.median_of(f"(c) {name}, {plan.connections} waiting", rates, "acked/s"),
+            Figure(f"(c) {name}", cpu_us, "µs CPU/record"),
+        ]
     result.targets += [
         at_least("ratio (a)", result.ratio(handler), 0.6),
         at_least("ratio (b)", result.ratio(producer), 0.5),

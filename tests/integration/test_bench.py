@@ -47,6 +47,8 @@ def test_quick_bench_measures_every_stage_and_its_baselines(tmp_path: Path) -> N
             assert math.isfinite(baseline["value"]) and baseline["value"] > 0, (name, baseline)
             assert stage["ratios"][baseline["name"]] > 0
     assert len(results["ingest"]["baselines"]) == 2  # bare handler and raw producer
+    ceilings = [f for f in results["ingest"]["extra"] if f["name"].startswith("(c)")]
+    assert len(ceilings) == 6 and all(math.isfinite(f["value"]) and f["value"] > 0 for f in ceilings)
     e2e = results["e2e"]
     assert not any("not visible" in t["text"] for t in e2e["targets"]), e2e  # every ack reached ClickHouse
     assert "| stage | figure |" in done.stdout  # the README's table

@@ -8,6 +8,7 @@ from decimal import Decimal
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
+from aiokafka.partitioner import DefaultPartitioner
 
 from postbacks.settings import Settings
 from postbacks.topics import Topics, topic_partitions
@@ -84,6 +85,32 @@ def test_many_concurrent_postbacks_all_land_exactly_as_acknowledged(
     records = read_topic(pipeline_settings, topic, POSTBACK_RAW, expect=300)
     assert sorted(r["click_id"] for r in records) == sorted(f"bulk-{i}" for i in range(300))
     assert sum(r["revenue"] for r in records) == sum(range(300))
+    # Each in the partition any Kafka client's default partitioner gives its key (the clicks of
+    # that click id are there too: the stream joins them per partition).
+    partitions = sorted({r["_at"][0] for r in records} | set(range(pipeline_settings.topic_partitions)))
+    for r in records:
+        assert r["_at"][0] == DefaultPartitioner()(r["_key"], partitions, partitions), r["_key"]
+
+
+def test_a_keys_postbacks_keep_their_order(ingest: IngestProcess, pipeline_settings: Settings) -> None:
+    """Ten keys, each sending its postbacks one after the other (all keys at once): in Kafka, each
+    key's records are in the order they were acknowledged."""
+
+    async def send_in_turn(key: int) -> None:
+        async with httpx.AsyncClient(base_url=ingest.base_url, timeout=30) as client:
+            for n in range(20):
+                params = {"clickid": f"order-{key}", "transaction_id": str(n), "token": ingest.token}
+                assert (await client.get("/postback", params=params)).status_code == 200
+
+    async def send_all() -> None:
+        await asyncio.gather(*(send_in_turn(key) for key in range(10)))
+
+    asyncio.run(send_all())
+    topic = Topics(pipeline_settings.topic_prefix).postbacks_raw
+    records = sorted(read_topic(pipeline_settings, topic, POSTBACK_RAW, expect=200), key=lambda r: r["_at"])
+    for key in range(10):
+        sent = [r["transaction_id"] for r in records if r["click_id"] == f"order-{key}"]
+        assert sent == [str(n) for n in range(20)]
 
 
 def test_clicks_and_rejections_reach_their_topics(ingest: IngestProcess, pipeline_settings: Settings) -> None:

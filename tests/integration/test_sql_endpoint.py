@@ -14,6 +14,7 @@ import tomllib
 from pathlib import Path
 
 import clickhouse_connect
+import httpx
 import pytest
 
 from commands.local.kafka_install import cache_root
@@ -176,3 +177,22 @@ def test_jdbc_driver(up_stack: UpStack, tmp_path: Path) -> None:
     assert steps["columns"][:2] == ["offer", "clicks"]
     assert [(line[1], int(line[2])) for line in lines if line[0] == "row"] == [(r[0], r[1]) for r in rows]
     assert steps["refused"] == ["164"]  # DROP TABLE: READONLY, ClickHouse's own code
+
+
+def test_a_flood_from_one_address_gets_clickhouses_quota_error(up_stack: UpStack) -> None:
+    """Under `postbacks up`'s defaults: wrong-password requests (no engine work, so fast enough to
+    outrun the refill) empty this address's bucket; then even the right password waits its turn."""
+    statuses: list[int] = []
+    with httpx.Client() as client:
+        for _ in range(400):
+            refused = client.get(f"{up_stack.url}/?query=SELECT+1", auth=(up_stack.user, "wrong"))
+            statuses.append(refused.status_code)
+            if refused.status_code == 429:
+                break
+        assert statuses[0] == 401 and statuses[-1] == 429, statuses
+        assert refused.headers["X-ClickHouse-Exception-Code"] == "201"
+        assert "(QUOTA_EXCEEDED)" in refused.text and up_stack.password not in refused.text
+        auth = (up_stack.user, up_stack.password)
+        assert client.get(f"{up_stack.url}/?query=SELECT+1", auth=auth).status_code == 429
+        time.sleep(int(refused.headers["Retry-After"]))
+        assert client.get(f"{up_stack.url}/?query=SELECT+1", auth=auth).text == "1\n"

@@ -27,9 +27,11 @@ AUTH = (USER, PASSWORD)
 class Running:
     """A QueryEndpoint on its own event loop thread, as the sink runs it."""
 
-    def __init__(self, chdb_path: Path, data_dir: Path) -> None:
+    def __init__(self, chdb_path: Path, data_dir: Path, rate_limit: tuple[float, int] | None = None) -> None:
         self.loop = asyncio.new_event_loop()
-        self.endpoint = QueryEndpoint(f"chdb://{chdb_path}", data_dir, Access(USER, PASSWORD), port=0)
+        self.endpoint = QueryEndpoint(
+            f"chdb://{chdb_path}", data_dir, Access(USER, PASSWORD), port=0, rate_limit=rate_limit
+        )
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         asyncio.run_coroutine_threadsafe(self.endpoint.start(), self.loop).result(30)
@@ -137,6 +139,35 @@ def test_credentials(served: tuple[Running, str]) -> None:
         assert attempt.status_code == 401
         assert attempt.headers["X-ClickHouse-Exception-Code"] == "516"
         assert PASSWORD not in attempt.text
+
+
+def test_rate_limit_per_address_then_per_user(chdb_path: Path, tmp_path: Path) -> None:
+    """Wrong passwords use up their address's bucket, not the user's; each bucket refuses on its own."""
+    running = Running(chdb_path, tmp_path, rate_limit=(0.01, 3))  # no refill within the test
+    url = running.url + "/?query=SELECT%201"
+
+    def get(address: str, auth: tuple[str, str]) -> httpx.Response:
+        with httpx.Client(transport=httpx.HTTPTransport(local_address=address)) as client:
+            return client.get(url, auth=auth)
+
+    try:
+        assert [get("127.0.0.1", (USER, "wrong")).status_code for _ in range(3)] == [401] * 3
+        guesser = get("127.0.0.1", AUTH)
+        assert guesser.status_code == 429, guesser.text
+        assert guesser.headers["X-ClickHouse-Exception-Code"] == "201"
+        assert guesser.text.startswith("Code: 201. DB::Exception: Quota for address 127.0.0.1 has been")
+        assert "(QUOTA_EXCEEDED) (version " in guesser.text
+        assert 1 <= int(guesser.headers["Retry-After"]) <= 100
+        assert [get("127.0.0.2", AUTH).text for _ in range(3)] == ["1\n"] * 3
+        user = get("127.0.0.3", AUTH)  # a fresh address, but the user's bucket is empty
+        assert (user.status_code, user.headers["X-ClickHouse-Exception-Code"]) == (429, "201")
+        assert f"Quota for user `{USER}` has been exceeded" in user.text
+        with pytest.raises(clickhouse_connect.driver.exceptions.DatabaseError, match="QUOTA_EXCEEDED"):
+            clickhouse_connect.get_client(
+                host="127.0.0.1", port=running.endpoint.port, username=USER, password=PASSWORD
+            )
+    finally:
+        running.stop()
 
 
 def test_health_and_root(served: tuple[Running, str]) -> None:
