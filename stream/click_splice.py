@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-Span = tuple[int, int]
 _Reader = Callable[[bytes, int], int]  # returns the position after the field
 
 
@@ -74,6 +73,15 @@ def _skip_string_map(buf: bytes, pos: int) -> int:
             pos = _skip_string(buf, _skip_string(buf, pos))
 
 
+_STRING, _LONG, _OPTIONAL, _MAP = range(4)
+_KINDS: dict[_Reader, int] = {
+    _skip_string: _STRING,
+    _skip_long: _LONG,
+    _skip_optional_string: _OPTIONAL,
+    _skip_string_map: _MAP,
+}
+
+
 def encode_long(value: int) -> bytes:
     """An Avro long: zig-zag, then 7 bits a byte, low bits first."""
     n = (value << 1) ^ (value >> 63)
@@ -125,25 +133,61 @@ class ClickSplicer:
         order = [names.index(name) for name in kept]
         if order != sorted(order):
             raise ValueError("the kept fields are not in the click schema's order")
-        self._readers: list[_Reader] = [reader for reader in readers if reader is not None]
-        self._kept = frozenset(order)
+        self._kinds = [_KINDS[reader] for reader in readers if reader is not None]
+        runs: list[tuple[int, int]] = []  # kept fields as runs of consecutive fields: one slice each
+        for index in order:
+            if runs and runs[-1][1] == index - 1:
+                runs[-1] = (runs[-1][0], index)
+            else:
+                runs.append((index, index))
+        self._runs = runs
         self._id, self._at, self._offer = (names.index(n) for n in ("click_id", "clicked_at", "offer_id"))
 
     def splice(self, value: bytes) -> tuple[str, int, str, bytes]:
-        """(click_id, clicked_at, offer_id, the state's click record encoded); Truncated if not a click."""
-        spans: list[Span] = []
+        """(click_id, clicked_at, offer_id, the state's click record encoded); Truncated if not a click.
+
+        One pass over the fields; a length or a union branch below 64 is one byte (the usual
+        case here), read inline, anything longer through `_long`.
+        """
+        size = len(value)
+        starts: list[int] = []
         pos = 0
-        for reader in self._readers:
-            end = reader(value, pos)
-            spans.append((pos, end))
-            pos = end
-        if pos != len(value):
-            raise Truncated(f"{len(value) - pos} bytes after the click record")
-        kept = b"".join(value[start:end] for i, (start, end) in enumerate(spans) if i in self._kept)
-        click_id = _string_at(value, spans[self._id][0])
-        clicked_at, _ = _long(value, spans[self._at][0])
-        offer_id = _string_at(value, spans[self._offer][0])
+        for kind in self._kinds:
+            starts.append(pos)
+            if kind == _LONG:
+                pos = _skip_long(value, pos)
+                continue
+            if kind == _MAP:
+                pos = _skip_string_map(value, pos)
+                continue
+            if kind == _OPTIONAL:
+                if pos >= size:
+                    raise Truncated("union branch runs past the end")
+                branch = value[pos]
+                if branch == 0:
+                    pos += 1
+                    continue
+                if branch != 2:
+                    raise Truncated(f"union branch byte {branch}")
+                pos += 1
+            if pos < size and value[pos] < 0x80:
+                pos += 1 + (value[pos] >> 1) if not value[pos] & 1 else _bad_length()
+            else:
+                pos = _skip_string(value, pos)
+            if pos > size:
+                raise Truncated("string runs past the end")
+        if pos != size:
+            raise Truncated(f"{size - pos} bytes after the click record")
+        starts.append(pos)
+        kept = b"".join(value[starts[first] : starts[last + 1]] for first, last in self._runs)
+        click_id = _string_at(value, starts[self._id])
+        clicked_at, _ = _long(value, starts[self._at])
+        offer_id = _string_at(value, starts[self._offer])
         return click_id, clicked_at, offer_id, kept
+
+
+def _bad_length() -> int:
+    raise Truncated("negative length")
 
 
 def _string_at(buf: bytes, pos: int) -> str:
