@@ -20,6 +20,7 @@ from postbacks.topics import Topics, ensure_topics
 from stream import metrics
 from stream.app import StreamApp
 from stream.registry import load_plugins
+from stream.rules import device
 from stream.rules.dedup import resolve_policy
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ def source_policies(path: Path) -> dict[str, str]:
 
 def build(settings: Settings) -> StreamApp:
     plugins = load_plugins(settings.stream_plugins)
+    device.warm_up()
     stream = StreamApp(
         settings, load_catalog(settings.catalog_file), source_policies(settings.effective_sources_file)
     )

@@ -11,6 +11,14 @@ from __future__ import annotations
 from ua_parser import parse
 
 
+def warm_up() -> None:
+    """Compile ua-parser's regexes now (it does so on first use: a second or two of one core).
+
+    Called when a stream worker starts, so its first conversion does not wait on it.
+    """
+    describe("Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 Chrome/126.0 Mobile Safari/537.36")
+
+
 def describe(user_agent: str | None) -> dict[str, str | None]:
     if not user_agent:
         return {"device_family": None, "os_family": None, "os_version": None, "browser_family": None}
