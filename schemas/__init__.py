@@ -11,6 +11,7 @@ Files live in `schemas/avro/<name>.v<N>.avsc`.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import re
@@ -23,6 +24,7 @@ from typing import Any
 
 import fastavro
 
+from schemas.reader import compile_reader
 from schemas.writer import compile_writer
 
 SCHEMA_HEADER = "schema"
@@ -154,6 +156,10 @@ class Codec:
             self._write: Callable[[Mapping[str, Any]], bytes] | None = compile_writer(self.schema.declared)
         except NotImplementedError:
             self._write = None
+        self._read: Callable[[bytes], dict[str, Any]] | None = None
+        if millis:  # the same values as fastavro's for the newest version, faster (schemas/reader.py)
+            with contextlib.suppress(NotImplementedError):
+                self._read = compile_reader(self.schema.declared)
 
     def encode(self, record: Mapping[str, Any]) -> bytes:
         if self._write is not None:
@@ -185,6 +191,11 @@ class Codec:
                 writer = self._versions[writer]
             except KeyError as exc:
                 raise SchemaError(f"unknown version {writer} of {self.schema.name}") from exc
+        if writer is self.schema and self._read is not None:
+            try:
+                return self._read(payload)
+            except Exception as exc:  # bytes that are not a record of this schema
+                raise SchemaError(f"cannot decode {self.schema.name} v{writer.version}: {exc!r}") from exc
         if self._millis:
             writer_schema, reader_schema = writer.parsed_millis, self.schema.parsed_millis
         else:
