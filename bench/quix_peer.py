@@ -294,6 +294,7 @@ def main(mode: str, consumer_group: str) -> None:
         auto_offset_reset="earliest",
         processing_guarantee="at-least-once",
         commit_interval=settings.stream_commit_interval_s,
+        producer_extra_config={"linger.ms": settings.kafka_linger_ms},  # as the worker's producer
         state_dir=Path(settings.data_dir) / f"quix-{mode}",
         # The decider's state values are already bytes (StateCodec); the equivalent job's are JSON.
         rocksdb_options=RocksDBOptions(dumps=_same, loads=_same) if mode == "decider" else None,
