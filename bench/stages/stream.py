@@ -1,8 +1,11 @@
 """Stream stage: postbacks/s through dedup + attribution + enrichment, clicks preloaded.
 
-Baseline in the same run: a raw aiokafka consumer reading and Avro-decoding the same
-postbacks (a copy of the input on topics of their own; the physical floor of "read
-the input"). The worker starts on empty topics, reads the clicks (its click table
+Baselines in the same run, each on a copy of the input on topics of its own: a raw
+aiokafka consumer reading and Avro-decoding the same postbacks (the physical floor of
+"read the input"), a Faust agent only iterating them (Faust's per-event floor), and the
+peer, a Quix Streams app doing the worker's job on the same clicks and postbacks
+(bench/quix_peer.py), measured as the worker is; also with this project's own Decider
+inside it. The worker starts on empty topics, reads the clicks (its click table
 warm, as in production), then the postbacks are appended: the figure is its rate of
 outputs (conversions, duplicates, refusals: one per postback) over windows of steady
 state. The postbacks are appended whole before sampling starts, so the producer does
@@ -16,13 +19,15 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from importlib.metadata import version
 
 from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import GroupCoordinatorNotAvailableError
 
 from bench import consume, profile
 from bench.measure import Figure, Sample, StageResult, Windows, at_least, steady_windows
 from bench.plan import Plan
-from bench.stack import BenchStack, OffsetWatch, Service, committed, cpu_seconds, preload
+from bench.stack import BenchStack, OffsetWatch, Record, Service, committed, cpu_seconds, preload
 from bench.traffic import CLICK_HEADERS, POSTBACK_HEADERS, clicks, postbacks
 from postbacks.groups import stream_group
 from postbacks.settings import Settings
@@ -110,9 +115,57 @@ def _start_workers(stack: BenchStack, settings: Settings, n: int) -> list[Servic
 
 
 @dataclass
+class PeerRun:
+    windows: Windows
+    cores: float  # CPU the peer used from its first output on, in cores
+
+
+def quix(
+    stack: BenchStack, plan: Plan, mode: str, click_records: list[Record], load: list[Record]
+) -> PeerRun:
+    """The Quix Streams peer (bench/quix_peer.py, `mode` its job) measured as the worker is.
+
+    It starts on empty topics of its own, reads the same clicks (its state warm), then the
+    same postbacks are appended whole; the figure is its outputs/s over steady windows.
+    """
+    settings = stack.settings(f"stream-quix-{mode}", ctit_min_s=0)
+    topics = Topics(settings.topic_prefix)
+    bootstrap, parts = settings.kafka_bootstrap_servers, settings.topic_partitions
+    group = f"{settings.topic_prefix}quix-peer-{mode}"
+    argv = [sys.executable, "-m", "bench.quix_peer", mode, group]
+    peer = stack.start_argv(f"quix-{mode}", argv, settings)
+    try:
+        asyncio.run(preload(bootstrap, topics.clicks_raw, parts, click_records, CLICK_HEADERS))
+        deadline = time.monotonic() + 300
+        while _committed_yet(bootstrap, group, topics.clicks_raw) < len(click_records):
+            if peer.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"quix peer ({mode}) did not read the clicks:\n{peer.log_text()[-3000:]}")
+            time.sleep(0.5)
+        asyncio.run(preload(bootstrap, topics.postbacks_raw, parts, load, POSTBACK_HEADERS))
+        outputs = [topics.conversions_attributed, topics.postbacks_duplicates, topics.postbacks_rejected]
+        samples, cores = asyncio.run(_sample(bootstrap, outputs, [peer], plan, len(load), f"quix-{mode}"))
+    finally:
+        stack.stop(peer)
+    windows = steady_windows(samples, len(load), plan.warmup_s, plan.window_s, plan.windows)
+    if not windows.rates:  # a --quick input read whole before a window closed: its whole read's rate
+        windows = Windows(consume.rates(samples, len(load), plan), windows.seconds, drained=True)
+    return PeerRun(windows, cores)
+
+
+def _committed_yet(bootstrap: str, group: str, topic: str) -> int:
+    """`committed`, or 0 while the group has no coordinator yet (a broker's first group)."""
+    try:
+        return asyncio.run(committed(bootstrap, group, topic))
+    except GroupCoordinatorNotAvailableError:
+        return 0
+
+
+@dataclass
 class Baselines:
     raw: Windows  # aiokafka getmany + Avro decode
     floor: Windows  # a Faust agent iterating the events, nothing else
+    quix: PeerRun  # Quix Streams doing the equivalent job
+    quix_decider: PeerRun  # the same app calling stream.decide.Decider per event
 
 
 def run_workers(
@@ -129,6 +182,7 @@ def run_workers(
         load = postbacks(n_clicks // 2, n_clicks, retry_every=n_clicks + 1)
     else:
         load = postbacks(plan.stream_postbacks, n_clicks)
+    click_records = clicks(n_clicks)
     base = None
     if baseline:
         copy = stack.settings("stream-baseline")
@@ -137,7 +191,9 @@ def run_workers(
             preload(copy.kafka_bootstrap_servers, topic, copy.topic_partitions, load, POSTBACK_HEADERS)
         )
         raw = asyncio.run(raw_consume(copy, plan, len(load)))
-        base = Baselines(raw, faust_floor(stack, copy, plan, len(load)))
+        floor = faust_floor(stack, copy, plan, len(load))
+        peer = quix(stack, plan, "equivalent", click_records, load)
+        base = Baselines(raw, floor, peer, quix(stack, plan, "decider", click_records, load))
 
     name = f"stream-{n_workers}w" + ("-sparse" if sparse else "")
     settings = stack.settings(name, ctit_min_s=0)
@@ -145,7 +201,7 @@ def run_workers(
     bootstrap, parts = settings.kafka_bootstrap_servers, settings.topic_partitions
     workers = _start_workers(stack, settings, n_workers)
     group = stream_group(settings.topic_prefix)
-    asyncio.run(preload(bootstrap, topics.clicks_raw, parts, clicks(n_clicks), CLICK_HEADERS))
+    asyncio.run(preload(bootstrap, topics.clicks_raw, parts, click_records, CLICK_HEADERS))
     # Each new click is one changelog record of the click table: the click path's progress.
     click_samples = asyncio.run(_sample_clicks(bootstrap, f"{group}-click-state-changelog", n_clicks))
     deadline = time.monotonic() + 300
@@ -212,7 +268,7 @@ async def _sample(
     return samples, cpu / max(samples[-1][0] - (first_move or samples[0][0]), 1e-9)
 
 
-def _cpu_us(run: StreamRun) -> float:
+def _cpu_us(run: StreamRun | PeerRun) -> float:
     rate = run.windows.median
     return run.cores * 1e6 / rate if rate else float("nan")
 
@@ -224,23 +280,33 @@ def run(stack: BenchStack, plan: Plan) -> StageResult:
     figure = Figure.median_of("one worker", worker.windows.rates, "postbacks/s")
     baseline = Figure.median_of("raw consume + Avro decode", base.raw.rates, "postbacks/s")
     floor = Figure.median_of("Faust agent iterating the events", base.floor.rates, "events/s")
-    result = StageResult("stream", figure, [baseline, floor])
+    peer = Figure.median_of("Quix Streams, equivalent job", base.quix.windows.rates, "postbacks/s")
+    peer_decider = Figure.median_of(
+        "Quix Streams calling our Decider", base.quix_decider.windows.rates, "postbacks/s"
+    )
+    result = StageResult("stream", figure, [baseline, floor, peer, peer_decider])
     result.extra += [
         Figure("worker CPU", worker.cores, "cores"),
         Figure("CPU per postback", _cpu_us(worker), "µs"),
         Figure.median_of("0-1 postbacks a click", sparse.windows.rates, "postbacks/s"),
         Figure("CPU per postback (0-1 a click)", _cpu_us(sparse), "µs"),
         Figure.median_of("click path", sparse.clicks.rates, "clicks/s"),
+        Figure("CPU per postback (Quix Streams)", _cpu_us(base.quix), "µs"),
+        Figure("CPU per postback (Quix Streams + Decider)", _cpu_us(base.quix_decider), "µs"),
     ]
     result.targets += [
         at_least("ratio", result.ratio(baseline), 0.5),
         at_least("postbacks/s", figure.value, 10_000),
         at_least("clicks/s", sparse.clicks.median, 20_000),
+        at_least("vs Quix Streams", result.ratio(peer), 1.2),
     ]
     result.notes += [
         f"~15 postbacks a click: {worker.windows.describe()}",
         f"0-1 postbacks a click: {sparse.windows.describe()}",
         f"click path: {sparse.clicks.describe()}",
         f"Faust floor: {base.floor.describe()}",
+        f"Quix Streams {version('quixstreams')} (at-least-once, RocksDB state + changelog), "
+        f"equivalent job: {base.quix.windows.describe()}",
+        f"Quix Streams calling our Decider: {base.quix_decider.windows.describe()}",
     ]
     return result
