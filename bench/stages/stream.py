@@ -93,10 +93,15 @@ def faust_floor(stack: BenchStack, settings: Settings, plan: Plan, total: int) -
         for line in samples_file.read_text().splitlines():
             at, count = line.split()
             samples.append((float(at), int(count)))
-    windows = steady_windows(samples, total, plan.warmup_s, plan.window_s, plan.windows)
+    return _windows(samples, total, plan)
+
+
+def _windows(samples: list[Sample], total: int, plan: Plan, warmup_s: float | None = None) -> Windows:
+    """The steady windows; if a (--quick) input ran out before a window closed, its whole read's rate."""
+    warmup = plan.warmup_s if warmup_s is None else warmup_s
+    windows = steady_windows(samples, total, warmup, plan.window_s, plan.windows)
     if windows.rates:
         return windows
-    # The agent read the whole (--quick) topic before a window closed: its whole read's rate.
     return Windows(consume.rates(samples, total, plan), windows.seconds, drained=True)
 
 
@@ -146,10 +151,7 @@ def quix(
         samples, cores = asyncio.run(_sample(bootstrap, outputs, [peer], plan, len(load), f"quix-{mode}"))
     finally:
         stack.stop(peer)
-    windows = steady_windows(samples, len(load), plan.warmup_s, plan.window_s, plan.windows)
-    if not windows.rates:  # a --quick input read whole before a window closed: its whole read's rate
-        windows = Windows(consume.rates(samples, len(load), plan), windows.seconds, drained=True)
-    return PeerRun(windows, cores)
+    return PeerRun(_windows(samples, len(load), plan), cores)
 
 
 def _committed_yet(bootstrap: str, group: str, topic: str) -> int:
@@ -215,8 +217,8 @@ def run_workers(
     samples, cores = asyncio.run(_sample(bootstrap, outputs, workers, plan, len(load), name))
     for worker in workers:
         stack.stop(worker)
-    windows = steady_windows(samples, len(load), plan.warmup_s, plan.window_s, plan.windows)
-    clicks_windows = steady_windows(click_samples, n_clicks, 0.5, plan.window_s, plan.windows)
+    windows = _windows(samples, len(load), plan)
+    clicks_windows = _windows(click_samples, n_clicks, plan, warmup_s=0.5)
     return StreamRun(windows, cores, clicks_windows), base
 
 
