@@ -20,12 +20,15 @@ def rates(samples: list[Sample], total: int, plan: Plan) -> tuple[float, ...]:
     windows = steady_windows(samples, total, plan.warmup_s, plan.window_s, plan.windows)
     if windows.rates:
         return windows.rates
-    # From the sample before the first records (the join is not reading) to the last one.
+    # From the sample before the first records (the join is not reading) to the last one; if
+    # records were there at the first sample already, from that sample on.
     first = next((i for i, (_, n) in enumerate(samples) if n > 0), None)
-    if first is None or first == 0:
+    if first is None:
         return ()
-    start, (end, read) = samples[first - 1][0], samples[-1]
-    return (read / (end - start),) if end > start else ()
+    (start, before), (end, read) = samples[max(first - 1, 0)], samples[-1]
+    if first == 0:
+        before = samples[0][1]
+    return ((read - before) / (end - start),) if end > start and read > before else ()
 
 
 def aiokafka_rate(bootstrap: str, topic: str, total: int, seconds: float) -> list[Sample]:

@@ -96,13 +96,27 @@ def faust_floor(stack: BenchStack, settings: Settings, plan: Plan, total: int) -
     return _windows(samples, total, plan)
 
 
-def _windows(samples: list[Sample], total: int, plan: Plan, warmup_s: float | None = None) -> Windows:
-    """The steady windows; if a (--quick) input ran out before a window closed, its whole read's rate."""
+def _windows(
+    samples: list[Sample],
+    total: int,
+    plan: Plan,
+    warmup_s: float | None = None,
+    appended_at: float | None = None,
+) -> Windows:
+    """The steady windows; if a (--quick) input ran out before a window closed, its whole read's rate.
+
+    A quick input can even be done before the first sample: then its rate counts from
+    `appended_at`, when its records began to be appended (an underestimate: --quick only
+    proves the stage runs).
+    """
     warmup = plan.warmup_s if warmup_s is None else warmup_s
     windows = steady_windows(samples, total, warmup, plan.window_s, plan.windows)
     if windows.rates:
         return windows
-    return Windows(consume.rates(samples, total, plan), windows.seconds, drained=True)
+    rates = consume.rates(samples, total, plan)
+    if not rates and appended_at is not None and samples and samples[-1][1] >= total > 0:
+        rates = (samples[-1][1] / max(samples[-1][0] - appended_at, 1e-9),)
+    return Windows(rates, windows.seconds, drained=True)
 
 
 def _start_workers(stack: BenchStack, settings: Settings, n: int) -> list[Service]:
@@ -146,12 +160,13 @@ def quix(
             if peer.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"quix peer ({mode}) did not read the clicks:\n{peer.log_text()[-3000:]}")
             time.sleep(0.5)
+        appended_at = time.monotonic()
         asyncio.run(preload(bootstrap, topics.postbacks_raw, parts, load, POSTBACK_HEADERS))
         outputs = [topics.conversions_attributed, topics.postbacks_duplicates, topics.postbacks_rejected]
         samples, cores = asyncio.run(_sample(bootstrap, outputs, [peer], plan, len(load), f"quix-{mode}"))
     finally:
         stack.stop(peer)
-    return PeerRun(_windows(samples, len(load), plan), cores)
+    return PeerRun(_windows(samples, len(load), plan, appended_at=appended_at), cores)
 
 
 def _committed_yet(bootstrap: str, group: str, topic: str) -> int:
@@ -212,12 +227,13 @@ def run_workers(
             raise RuntimeError("stream workers did not read the preloaded clicks in 300 s")
         time.sleep(0.5)
 
+    appended_at = time.monotonic()
     asyncio.run(preload(bootstrap, topics.postbacks_raw, parts, load, POSTBACK_HEADERS))
     outputs = [topics.conversions_attributed, topics.postbacks_duplicates, topics.postbacks_rejected]
     samples, cores = asyncio.run(_sample(bootstrap, outputs, workers, plan, len(load), name))
     for worker in workers:
         stack.stop(worker)
-    windows = _windows(samples, len(load), plan)
+    windows = _windows(samples, len(load), plan, appended_at=appended_at)
     clicks_windows = _windows(click_samples, n_clicks, plan, warmup_s=0.5)
     return StreamRun(windows, cores, clicks_windows), base
 

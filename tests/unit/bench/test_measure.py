@@ -75,3 +75,17 @@ def test_ratios_and_targets() -> None:
     assert at_least("ratio", 0.29, 0.3).met is False
     assert at_most("p99", 2000, 2000).met is False
     assert at_least("ratio", float("nan"), 0.3).met is None
+
+
+def test_a_quick_input_read_before_any_window_gets_its_whole_reads_rate() -> None:
+    """A fast worker can finish a --quick input inside the warm-up, even before the first sample."""
+    from bench import consume
+    from bench.plan import Plan
+
+    plan = Plan.smoke()  # warm-up 0.3 s, one 1 s window: these inputs end inside the warm-up
+    joined_then_read = [(10.0, 0), (10.1, 0), (10.2, 200), (10.3, 300)]
+    assert consume.rates(joined_then_read, 300, plan) == (pytest.approx(300 / 0.2),)  # from before any output
+    already_moving = [(10.0, 100), (10.1, 200), (10.2, 300)]
+    assert consume.rates(already_moving, 300, plan) == (pytest.approx(200 / 0.2),)  # from the first sample
+    all_done_at_first_sample = [(10.0, 300), (10.1, 300)]
+    assert consume.rates(all_done_at_first_sample, 300, plan) == ()  # the stage falls back to appended_at
