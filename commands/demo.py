@@ -95,15 +95,22 @@ def usd(amount: Decimal, currency: str, rates: Mapping[str, Decimal]) -> Decimal
     return (amount * rate).quantize(Q, rounding=ROUND_HALF_EVEN)
 
 
-def plan_day(clicks: int, rates: Mapping[str, Decimal], seed: int) -> tuple[list[Script], Expected]:
-    """The day's traffic and the totals it must produce (mirrors the stream's documented rules)."""
+def plan_day(
+    clicks: int, rates: Mapping[str, Decimal], seed: int, features: bool = True
+) -> tuple[list[Script], Expected]:
+    """The day's traffic and the totals it must produce (mirrors the stream's documented rules).
+
+    `features`: also the vendor upsells and goals, the adjusted installs and the view-through
+    scripts, which need the demo's vendor sources and its admin API calls after the traffic
+    (`run`); a caller that only plays the traffic (the fault tests) leaves them out.
+    """
     rng = random.Random(seed)
     expected = Expected()
     scripts: list[Script] = []
     campaigns = [f"cmp-{i}" for i in range(8)]
     offers = [f"offer-{i}" for i in range(5)]
-    features = max(1, clicks // 100)  # each: an upsell, goals, three adjusted installs (five clicks)
-    for n in range(max(0, clicks - 5 * features)):
+    feature_sets = max(1, clicks // 100) if features else 0  # each: an upsell, goals, 3 adjusted installs
+    for n in range(max(0, clicks - 5 * feature_sets)):
         click = {
             "offer_id": rng.choice(offers),
             "publisher_id": rng.choice(PUBLISHERS),
@@ -167,7 +174,7 @@ def plan_day(clicks: int, rates: Mapping[str, Decimal], seed: int) -> tuple[list
                 expected.revenue_usd += usd(revenue, cur, rates)
                 expected.outbound[click["publisher_id"]] += 1
         scripts.append(script)
-    for i in range(features):
+    for i in range(feature_sets):
         scripts += _vendor_scripts(rng, offers, campaigns, expected, i)
         scripts += _adjusted_scripts(rng, offers, campaigns, expected, i)
         scripts.append(_view_through_script(rng, offers, campaigns, expected, seed, i))

@@ -108,7 +108,9 @@ class Traffic:
     error: BaseException | None = None
 
     def __post_init__(self) -> None:
-        self.scripts, self.expected = plan_day(self.clicks, load_rates(None), self.seed)
+        # Without the demo's feature scripts: they need its vendor sources and its admin calls after
+        # the traffic (test_demo.py plays them); the fault pipeline's sources file has neither.
+        self.scripts, self.expected = plan_day(self.clicks, load_rates(None), self.seed, features=False)
         total = sum(len(s.postbacks) + (s.click is not None) for s in self.scripts)
         self.progress = Progress(total)
         self.thread = threading.Thread(target=self._play, daemon=True)
