@@ -16,10 +16,8 @@ holds the spliced state to fastavro's encoding of the same state, byte for byte.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
-
-_Reader = Callable[[bytes, int], int]  # returns the position after the field
 
 
 class Truncated(ValueError):
@@ -52,15 +50,6 @@ def _skip_string(buf: bytes, pos: int) -> int:
     return end
 
 
-def _skip_optional_string(buf: bytes, pos: int) -> int:
-    branch, pos = _long(buf, pos)
-    if branch == 0:
-        return pos
-    if branch != 1:
-        raise Truncated(f"union branch {branch}")
-    return _skip_string(buf, pos)
-
-
 def _skip_string_map(buf: bytes, pos: int) -> int:
     while True:
         count, pos = _long(buf, pos)
@@ -74,12 +63,6 @@ def _skip_string_map(buf: bytes, pos: int) -> int:
 
 
 _STRING, _LONG, _OPTIONAL, _MAP = range(4)
-_KINDS: dict[_Reader, int] = {
-    _skip_string: _STRING,
-    _skip_long: _LONG,
-    _skip_optional_string: _OPTIONAL,
-    _skip_string_map: _MAP,
-}
 
 
 def encode_long(value: int) -> bytes:
@@ -93,15 +76,16 @@ def encode_long(value: int) -> bytes:
     return bytes(out)
 
 
-def _reader(kind: Any) -> _Reader | None:
+def _kind(kind: Any) -> int | None:
+    """How `splice` reads a field of this type; None: a type it does not read."""
     if kind == "string":
-        return _skip_string
+        return _STRING
     if kind == "long" or (isinstance(kind, Mapping) and kind.get("type") == "long"):
-        return _skip_long
+        return _LONG
     if isinstance(kind, list) and len(kind) == 2 and kind[0] == "null" and kind[1] == "string":
-        return _skip_optional_string
+        return _OPTIONAL
     if isinstance(kind, Mapping) and kind.get("type") == "map" and kind.get("values") == "string":
-        return _skip_string_map
+        return _MAP
     return None
 
 
@@ -119,9 +103,9 @@ class ClickSplicer:
         self, click_schema: Mapping[str, Any], state_click: Mapping[str, Any], kept: Sequence[str]
     ) -> None:
         fields = click_schema["fields"]
-        readers = [_reader(field["type"]) for field in fields]
+        kinds = [_kind(field["type"]) for field in fields]
         names = [field["name"] for field in fields]
-        if any(reader is None for reader in readers):
+        if any(kind is None for kind in kinds):
             raise ValueError("the click schema has a field type the splicer does not read")
         state_types = {field["name"]: _plain(field["type"]) for field in state_click["fields"]}
         click_types = {field["name"]: _plain(field["type"]) for field in fields}
@@ -133,7 +117,7 @@ class ClickSplicer:
         order = [names.index(name) for name in kept]
         if order != sorted(order):
             raise ValueError("the kept fields are not in the click schema's order")
-        self._kinds = [_KINDS[reader] for reader in readers if reader is not None]
+        self._kinds = [kind for kind in kinds if kind is not None]
         runs: list[tuple[int, int]] = []  # kept fields as runs of consecutive fields: one slice each
         for index in order:
             if runs and runs[-1][1] == index - 1:
