@@ -92,9 +92,12 @@ class Settings:
     stream_worker_name: str = field(default="worker-0", metadata=_env("STREAM_WORKER_NAME"))
     stream_commit_interval_s: float = field(default=1.0, metadata=_env("STREAM_COMMIT_INTERVAL_S"))
     stream_tick_interval_s: float = field(default=1.0, metadata=_env("STREAM_TICK_INTERVAL_S"))
-    # The agent decides its sources in batches (stream/batch.py): at most this many records, taken
-    # as soon as that many are there or this long after the first (what a quiet stream waits).
+    # The agent decides its sources in batches (stream/batch.py): at most this many records, what
+    # one fetch returns (stream/source_batches.py).
     stream_batch_max: int = field(default=2000, metadata=_env("STREAM_BATCH_MAX"))
+    # Click states kept decoded between batches (stream/batch.py DecodedStates): a click with many
+    # postbacks is then not decoded again from the bytes the previous batch wrote. Memory: a few KiB each.
+    stream_decoded_states: int = field(default=20_000, metadata=_env("STREAM_DECODED_STATES"))
     # How long a silent (crashed) worker keeps its partitions before the group moves them.
     stream_session_timeout_s: float = field(default=30.0, metadata=_env("STREAM_SESSION_TIMEOUT_S"))
     # Static group membership (KIP-345), the worker name as instance id: a worker restarted

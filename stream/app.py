@@ -151,7 +151,7 @@ class StreamApp:
             },
             self.pending_index.changelog_topic.get_topic_name(): {"cleanup.policy": "compact"},
         }
-        self.batcher = BatchDecider(self.decider)
+        self.batcher = BatchDecider(self.decider, settings.stream_decoded_states)
         self._states_io = TableIO(self.states)
         self._index_io = TableIO(self.pending_index)
         # One event a fetch of the sources: the consumer hands them over (stream/source_batches.py).

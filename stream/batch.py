@@ -13,6 +13,12 @@ Running a batch of n records gives exactly what running the same records one at 
 time gives, for any cut into batches (tests/unit/stream/test_batch.py): a batch only
 delays the writes, and every read in the batch sees the batch's own writes first.
 
+Decoded states outlive a batch (`DecodedStates`): a click with many postbacks is touched by
+many batches, and decoding its state back from the bytes the previous batch wrote was a
+sixth of the worker's time. A kept state is used only while the table still holds exactly
+the bytes it was written as, so whatever else wrote the table (a rebalance, a recovery, a
+batch whose writes were dropped) the state is decoded from the table again.
+
 `wait_for_outputs` is the rule of the rare paths (stream/app.py "Guarantees"): when a
 click or a tick decided held postbacks, their outputs must be acknowledged before
 any state of the batch is written, so a crash repeats them rather than loses them.
@@ -20,6 +26,7 @@ any state of the batch is written, so a crash repeats them rather than loses the
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -28,6 +35,7 @@ from schemas import CLICK, CLICK_STATE, POSTBACK_RAW, STREAM_TICK, Codec, Schema
 from stream.click_splice import ClickSplicer, Truncated, encode_long
 from stream.decide import Decider, Emit
 from stream.state import STATE_CLICK_FIELDS, ClickState, PendingIndex, StateCodec
+from stream.state_bytes import StateWriter, WrittenParts
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,10 +77,47 @@ class BatchResult:
     counts: dict[str, int] = field(default_factory=lambda: {"clicks": 0, "postbacks": 0, "ticks": 0})
 
 
+class DecodedStates:
+    """The last states the batches wrote, decoded, each with the bytes it was written as (LRU).
+
+    A state is taken out when a batch reads it (the batch may change it in place) and put
+    back only when the batch writes it again, so a kept state always equals the decoding
+    of the bytes kept with it.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._kept: OrderedDict[bytes, tuple[bytes, ClickState, WrittenParts]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def take(self, key: bytes, raw: bytes) -> tuple[ClickState, WrittenParts] | None:
+        """The state decoded from `raw` and what it was written from, if kept for `key`; no longer kept."""
+        kept = self._kept.pop(key, None)
+        if kept is None or kept[0] != raw:
+            return None
+        return kept[1], kept[2]
+
+    def keep(self, key: bytes, raw: bytes, state: ClickState, parts: WrittenParts) -> None:
+        if self.capacity <= 0:
+            return
+        kept = self._kept
+        kept[key] = (raw, state, parts)
+        kept.move_to_end(key)
+        while len(kept) > self.capacity:
+            kept.popitem(last=False)
+
+    def items(self) -> Iterable[tuple[bytes, tuple[bytes, ClickState, WrittenParts]]]:
+        return self._kept.items()
+
+
 class BatchDecider:
-    def __init__(self, decider: Decider) -> None:
+    def __init__(self, decider: Decider, keep_decoded: int = 0) -> None:
         self.decider = decider
         self.codec = StateCodec()
+        self.decoded = DecodedStates(keep_decoded)
+        self.writer = StateWriter()
         self._clicks = Codec(CLICK, millis=True)
         self._ticks = Codec(STREAM_TICK, millis=True)
         self.splicers = _splicers()
@@ -124,6 +169,7 @@ class _Run:
         self.cache: dict[bytes, ClickState | _Encoded | None] = {}
         self.partition_of: dict[bytes, int] = {}
         self.dirty: set[bytes] = set()
+        self.written_from: dict[bytes, WrittenParts] = {}  # for states kept decoded since their write
         self.result = BatchResult()
 
     def run(self, records: Sequence[Source]) -> BatchResult:
@@ -140,12 +186,18 @@ class _Run:
                     raise SchemaError(f"unexpected schema header {record.schema!r}")
             except SchemaError as exc:
                 result.dead.append((record, exc))
+        decoded = self.owner.decoded
         for key in self.dirty:
             state = self.cache[key]
             if isinstance(state, _Encoded):
                 value: bytes | None = state.value
+            elif state is None or (
+                state["click"] is None and not state["pending"] and not state["decisions"]
+            ):
+                value = None  # nothing left to keep
             else:
-                value = None if state is None else self._dump(state)
+                value, parts = self.owner.writer.dump(state, self.written_from.get(key))
+                decoded.keep(key, value, state, parts)
             result.states[key] = Written(self.partition_of[key], value)
         return result
 
@@ -154,24 +206,32 @@ class _Run:
     def _load(self, key: bytes, partition: int) -> ClickState | None:
         cached = self.cache.get(key, _ABSENT)
         if isinstance(cached, _Encoded):
-            cached = self.cache[key] = self.codec.load_state(cached.value)
+            cached = self.cache[key] = self._decode(key, cached.value)
         if cached is not _ABSENT:
             return cached  # type: ignore[return-value]
         raw = self.tables.get(key, partition)
-        state = None if raw is None else self.codec.load_state(raw)
+        state = None
+        if raw is not None:
+            kept = self.owner.decoded.take(key, raw)
+            if kept is None:
+                state = self._decode(key, raw)
+            else:
+                state, self.written_from[key] = kept
         self.cache[key] = state
         self.partition_of[key] = partition
+        return state
+
+    def _decode(self, key: bytes, raw: bytes) -> ClickState:
+        state = self.codec.load_state(raw)
+        parts = self.owner.writer.parts_of_bare(state, raw)
+        if parts is not None:
+            self.written_from[key] = parts
         return state
 
     def _save(self, key: bytes, state: ClickState, partition: int) -> None:
         self.cache[key] = state
         self.partition_of[key] = partition
         self.dirty.add(key)
-
-    def _dump(self, state: ClickState) -> bytes | None:
-        if state["click"] is None and not state["pending"] and not state["decisions"]:
-            return None
-        return self.codec.dump_state(state)
 
     def _index(self, key: bytes, state: ClickState | None, partition: int) -> None:
         """Let the clock find a state holding postbacks, by when the first of them is due."""

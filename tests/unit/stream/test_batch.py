@@ -126,9 +126,10 @@ def run(batcher: BatchDecider, records: Sequence[Source], cuts: Sequence[int]) -
     return emits, dead, states.data, index.data
 
 
-def batcher() -> BatchDecider:
+def batcher(keep_decoded: int = 8) -> BatchDecider:
+    """Few decoded states kept: the property tests also run states evicted and states reused."""
     s = Settings(ctit_min_s=0, unknown_click_grace_s=4.0, click_max_delay_s=1.0)
-    return BatchDecider(Decider(s, CATALOG, {}, {}))
+    return BatchDecider(Decider(s, CATALOG, {}, {}), keep_decoded)
 
 
 @settings(max_examples=300, deadline=None)
@@ -140,6 +141,61 @@ def test_any_batch_boundaries_give_the_one_at_a_time_outputs_and_tables(
     one_at_a_time = run(b, records, range(1, len(records)))
     cuts = data.draw(st.lists(st.integers(0, len(records)), max_size=6), label="batch ends")
     assert run(b, records, cuts) == one_at_a_time
+
+
+@settings(max_examples=200, deadline=None)
+@given(records=logs(), data=st.data(), keep=st.sampled_from([1, 2, 100]))
+def test_decoded_states_kept_between_batches_change_nothing(
+    records: list[Source], data: st.DataObject, keep: int
+) -> None:
+    """The same batches with no state kept decoded; and each kept state is its bytes' decoding."""
+    cuts = data.draw(st.lists(st.integers(0, len(records)), max_size=6), label="batch ends")
+    keeping = batcher(keep)
+    assert run(keeping, records, cuts) == run(batcher(0), records, cuts)
+    assert len(keeping.decoded) <= keep
+    for _key, (raw, state, _parts) in keeping.decoded.items():
+        assert keeping.codec.load_state(raw) == state
+
+
+def test_a_kept_state_is_used_only_while_the_table_holds_its_bytes(monkeypatch: Any) -> None:
+    b = batcher()
+    states, index = Tables(), Tables()
+
+    def postback_record(offset: int, txid: str) -> Source:
+        return Source(
+            0,
+            offset,
+            POSTBACK_RAW,
+            RAW.encode(postback("c1", event_name="purchase", transaction_id=txid)),
+            RAW.headers,
+        )
+
+    first = [Source(0, 0, CLICK, CLICKS.encode(click("c1")), CLICKS.headers), postback_record(0, "T1")]
+    states.write(b.run(first, states, index).states)
+    decodes = 0
+    load_state = b.codec.load_state
+
+    def counting(raw: bytes) -> Any:
+        nonlocal decodes
+        decodes += 1
+        return load_state(raw)
+
+    monkeypatch.setattr(b.codec, "load_state", counting)
+    key = b"c1"
+    partition, raw = states.data[key]
+    states.data[key] = (partition, bytes(bytearray(raw)))  # equal bytes, another object
+    second = b.run([postback_record(1, "T2")], states, index)
+    assert decodes == 0  # the state the first batch wrote, kept decoded
+    assert key in second.states  # and decided on: a new conversion in it
+    states.write(second.states)
+
+    partition, raw = states.data[key]
+    later = load_state(raw)["expires_at"] + 1
+    changed = b.codec.dump_state({**load_state(raw), "expires_at": later})
+    states.data[key] = (partition, changed)  # what a recovery or another worker left in the table
+    result = b.run([postback_record(2, "T3")], states, index)
+    assert decodes == 1  # decoded from the table again
+    assert load_state(result.states[key].value or b"")["expires_at"] == later
 
 
 def test_a_poison_record_in_a_batch_is_set_aside_and_the_rest_is_decided() -> None:
