@@ -2,7 +2,7 @@
 
 Parsing runs only for conversions, never per click, and is cached here per distinct
 user agent (a few thousand are most of any platform's traffic): ua-parser's own cache
-still cost a tenth of the stream worker's time per conversion. Country comes from the sender's `country_code`: no
+cost several times as much per conversion. Country comes from the sender's `country_code`: no
 maintained GeoIP database ships on PyPI (geoip2fast's data stopped in 2024, MaxMind
 needs a licence download), so IP-to-country is left to the sender and said so.
 """
