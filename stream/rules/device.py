@@ -1,10 +1,10 @@
 """Device, OS and browser from a user agent (ua-parser with its maintained regexes).
 
 Parsing runs only for conversions, never per click, and is cached here per distinct
-user agent (a few thousand are most of any platform's traffic): ua-parser's own cache
-cost several times as much per conversion. Country comes from the sender's `country_code`: no
-maintained GeoIP database ships on PyPI (geoip2fast's data stopped in 2024, MaxMind
-needs a licence download), so IP-to-country is left to the sender and said so.
+user agent (a few thousand are most of any platform's traffic): a hit on ua-parser's own
+cache cost twice as much. Country comes from the sender's `country_code`: no maintained
+GeoIP database ships on PyPI (geoip2fast's data stopped in 2024, MaxMind needs a licence
+download), so IP-to-country is left to the sender and said so.
 """
 
 from __future__ import annotations
