@@ -17,7 +17,7 @@ class Plan:
     e2e_clicks: int = 5_000
     stream_clicks: int = 10_000  # clicks preloaded before the stream stage's postbacks
     stream_postbacks: int = 150_000  # ~15 events per click, 10% sender retries among them
-    stream_sparse_clicks: int = 60_000  # production's shape: half get one postback, half none
+    stream_sparse_clicks: int = 150_000  # half get one postback, half none; and the click path
     sink_rows: int = 1_000_000
     profile_dir: Path | None = None  # py-spy profiles of each stage's service, when set
     plot: Path | None = None  # the end-to-end latency distribution as a PNG, when set
