@@ -112,6 +112,8 @@ def decimal_bytes(value: Decimal, precision: int, scale: int) -> bytes:
         _EXACT.quantize(value, steps[0])  # only its traps matter: digits below the scale
         if value and value.adjusted() + scale < precision:
             unscaled = int(value * steps[1])  # exact: an integer (NaN: ValueError, the slow way says why)
+            if unscaled > 0:  # a spare top bit makes it two's complement (and skips a keyword's cost)
+                return unscaled.to_bytes((unscaled.bit_length() + 8) // 8, "big")
             return unscaled.to_bytes((unscaled.bit_length() + 8) // 8, "big", signed=True)
     except (DecimalException, ValueError):
         pass

@@ -16,8 +16,21 @@ Python's compiler takes raises NotImplementedError, the codec's signal to keep f
 
 from __future__ import annotations
 
+import json
 import linecache
+from collections.abc import Callable
 from typing import Any
+
+_BUILT: dict[tuple[str, str], Any] = {}
+
+
+def once(kind: str, schema: Any, make: Callable[[], Any]) -> Any:
+    """`make()`, built once per kind and schema text in a process (codecs are made per worker, per
+    rebalance, per test): the functions hold no state, and linecache keeps one copy of each source."""
+    key = (kind, json.dumps(schema, sort_keys=True))
+    if key not in _BUILT:
+        _BUILT[key] = make()
+    return _BUILT[key]
 
 
 class Source:

@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from decimal import Context
 from typing import Any
 
-from schemas.codegen import Source
+from schemas.codegen import Source, once
 
 # In the generated function: `buf` the bytes, `pos` where the next field starts, `stop` len(buf),
 # `b` the byte just read, `s` a varint's shift. Every other local comes from Source.var.
@@ -243,5 +243,7 @@ def reader_source(schema: Mapping[str, Any]) -> Source:
 
 def compile_reader(schema: Mapping[str, Any]) -> Callable[[bytes], dict[str, Any]]:
     """A decoder of one record of `schema` (the declared JSON), timestamps as unix milliseconds."""
-    decode: Callable[[bytes], dict[str, Any]] = reader_source(schema).build("decode")
+    decode: Callable[[bytes], dict[str, Any]] = once(
+        "reader", schema, lambda: reader_source(schema).build("decode")
+    )
     return decode

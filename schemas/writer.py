@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from typing import Any, NoReturn
 
-from schemas.codegen import Source
+from schemas.codegen import Source, once
 
 _MISSING = object()
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -319,5 +319,7 @@ def writer_source(schema: Mapping[str, Any]) -> Source:
 
 def compile_writer(schema: Mapping[str, Any]) -> Callable[[Mapping[str, Any]], bytes]:
     """`record -> bytes` for the schema as declared (JSON); NotImplementedError if it is not covered."""
-    encode: Callable[[Mapping[str, Any]], bytes] = writer_source(schema).build("encode")
+    encode: Callable[[Mapping[str, Any]], bytes] = once(
+        "writer", schema, lambda: writer_source(schema).build("encode")
+    )
     return encode
