@@ -277,9 +277,10 @@ def writer_source(schema: Mapping[str, Any]) -> Source:
     """The generated `encode(record)` for `schema`, not yet compiled (compile_writer; tests read it).
 
     Two functions: `general` takes any mapping (missing fields get their defaults), and `encode`,
-    the one returned, reads plain dicts by subscript (no `.get` call per field) and hands any
-    record it cannot read that way (a missing field, a nested mapping that is not a dict) to
-    `general`, which writes it or refuses it: the same bytes and refusals either way.
+    the one returned, reads plain dicts that hold every field (the stream's records) by subscript,
+    no `.get` call per field, and hands any record it cannot read that way (fewer keys than fields,
+    a missing field, a nested mapping that is not a dict) to `general`, which writes it or refuses
+    it: the same bytes and refusals either way.
     """
     from schemas import decimal_bytes  # the same conversion the codec gives fastavro (a cycle at import)
 
@@ -305,6 +306,8 @@ def writer_source(schema: Mapping[str, Any]) -> Source:
     if isinstance(schema, Mapping) and schema.get("type") == "record":
         src.dicts = True
         src.line(0, "def encode(record):")
+        src.line(1, f"if record.__class__ is not dict or len(record) < {len(schema['fields'])!r}:")
+        src.line(2, "return general(record)")  # fields left out for their defaults (the ingest's records)
         src.line(1, "out = bytearray()")
         src.line(1, "append = out.append")
         src.line(1, "try:")

@@ -5,7 +5,8 @@ searches every shipped schema's value space (unicode, the ends of each integer r
 in and out of UTC, decimals up to their precision, maps and arrays of any size, fields left out)
 and shrinks what it finds. Writing: the same bytes as fastavro, and wherever fastavro refuses a
 record, the codec refuses it too. Reading: the same values as fastavro, for the newest versions.
-Also: field names are never source text, so a hostile schema cannot inject code.
+Also: field names are never source text, so a hostile schema cannot inject code, and a schema
+Python cannot compile is left to fastavro.
 """
 
 from __future__ import annotations
@@ -145,6 +146,18 @@ def test_a_record_of_other_mappings_or_missing_fields_is_written_alike() -> None
     assert encode(type("M", (dict,), {})(state)) == expected
     assert encode({**state, "decisions": tuple(state["decisions"])}) == expected
     assert encode({**state, "decisions": iter(state["decisions"])}) == expected
+    assert encode({**state, "not a field": 1}) == expected  # as many keys as fields, one missing
+
+
+def test_a_schema_too_deep_for_python_is_left_to_fastavro() -> None:
+    kind: Any = "long"
+    for _ in range(25):  # beyond Python's 20 statically nested blocks
+        kind = {"type": "array", "items": kind}
+    schema = {"type": "record", "name": "R", "fields": [{"name": "f", "type": kind}]}
+    with pytest.raises(NotImplementedError):
+        compile_writer(schema)
+    with pytest.raises(NotImplementedError):
+        compile_reader(schema)
 
 
 HOSTILE = "x'] = 1\nimport os; os._exit(3)\n#"
