@@ -218,9 +218,18 @@ def run_workers(
     bootstrap, parts = settings.kafka_bootstrap_servers, settings.topic_partitions
     workers = _start_workers(stack, settings, n_workers)
     group = stream_group(settings.topic_prefix)
+    spies = []
+    if plan.profile_dir is not None and sparse:  # the click path's profile: while the clicks go through
+        spies = [
+            profile.record(w.process.pid, plan.profile_dir / f"{name}-clicks-{w.name}.txt", 8)
+            for w in workers
+        ]
     asyncio.run(preload(bootstrap, topics.clicks_raw, parts, click_records, CLICK_HEADERS))
     # Each new click is one changelog record of the click table: the click path's progress.
     click_samples = asyncio.run(_sample_clicks(bootstrap, f"{group}-click-state-changelog", n_clicks))
+    for spy in spies:
+        if spy is not None:
+            spy.wait(60)
     deadline = time.monotonic() + 300
     while asyncio.run(committed(bootstrap, group, topics.clicks_raw)) < n_clicks:
         if time.monotonic() > deadline:
