@@ -169,6 +169,9 @@ def latest(name: str) -> VersionedSchema:
     return versions[max(versions)]
 
 
+_HEADERS_REMEMBERED = 64
+
+
 class Codec:
     """Encoder/decoder for one topic's schema.
 
@@ -187,6 +190,7 @@ class Codec:
         except NotImplementedError:
             self._write = None
         self._read: Callable[[bytes], dict[str, Any]] | None = None
+        self._by_headers: dict[tuple[tuple[str, bytes], ...], VersionedSchema] = {}
         if millis:  # the same values as fastavro's for the newest version, faster (schemas/reader.py)
             with contextlib.suppress(NotImplementedError):
                 self._read = compile_reader(self.schema.declared)
@@ -248,8 +252,26 @@ class Codec:
         return self._writer_schema(headers).version
 
     def _writer_schema(self, headers: Headers | None) -> VersionedSchema:
+        """The version the headers name, remembered per distinct headers (a topic has a handful).
+
+        Read for every record a consumer takes: resolving the same few headers again was a
+        fifth of the stream worker's click path.
+        """
         if not headers:
             return self.schema
+        pairs = headers.items() if isinstance(headers, Mapping) else headers
+        try:
+            key = tuple(pairs)
+            found = self._by_headers.get(key)
+        except TypeError:  # pairs that do not hash (lists): resolved each time
+            return self._resolve(headers)
+        if found is None:
+            found = self._resolve(headers)
+            if len(self._by_headers) < _HEADERS_REMEMBERED:  # bounded whatever a producer sends
+                self._by_headers[key] = found
+        return found
+
+    def _resolve(self, headers: Headers) -> VersionedSchema:
         values = dict(headers)
         name = values.get(SCHEMA_HEADER)
         if name is not None and name.decode(errors="replace") != self.schema.name:

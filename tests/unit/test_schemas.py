@@ -54,6 +54,26 @@ def test_decode_refuses_other_schema_and_garbage() -> None:
         codec.decode(b"", [("schema", b"click"), ("schema-version", b"99")])
 
 
+def test_the_version_the_headers_name_is_the_same_however_often_and_however_passed() -> None:
+    """The codec remembers resolved headers: a refusal is never remembered, any form of them reads."""
+    codec = Codec(POSTBACK_RAW)
+    older = [("schema", b"postback_raw"), ("schema-version", b"1")]
+    for _ in range(3):
+        assert codec.writer_version(older) == 1
+        assert codec.writer_version(tuple(older)) == 1
+        assert codec.writer_version(dict(older)) == 1  # type: ignore[arg-type]
+        assert codec.writer_version([list(pair) for pair in older]) == 1  # type: ignore[misc]
+        assert codec.writer_version(codec.headers) == codec.version
+        with pytest.raises(SchemaError):
+            codec.writer_version([("schema", b"click"), ("schema-version", b"1")])
+        with pytest.raises(SchemaError):
+            codec.writer_version([("schema", b"postback_raw"), ("schema-version", b"99")])
+    for n in range(200):  # whatever a producer sends, what is remembered stays bounded
+        codec.writer_version([("schema", b"postback_raw"), ("schema-version", b"1"), ("x", str(n).encode())])
+    assert len(codec._by_headers) <= 64
+    assert codec.writer_version(older) == 1
+
+
 @pytest.mark.parametrize("name", sorted(all_versions()))
 def test_each_version_reads_the_previous_versions_data(name: str) -> None:
     """Backward compatibility: a consumer on version N reads what version N-1 producers wrote."""
