@@ -2,7 +2,10 @@
 
 Parsing runs only for conversions, never per click, and is cached here per distinct
 user agent (a few thousand are most of any platform's traffic): a hit on ua-parser's own
-cache cost twice as much. Country comes from the sender's `country_code`: no maintained
+cache cost twice as much. A user agent not seen before goes through ua-parser's Rust
+resolver (the `ua-parser[regex]` extra, ua-parser-rs): ~0.07 ms against ~2.3 ms for its
+pure-Python regexes, which at a platform's variety of user agents would cap a worker at a
+few hundred conversions a second. Country comes from the sender's `country_code`: no maintained
 GeoIP database ships on PyPI (geoip2fast's data stopped in 2024, MaxMind needs a licence
 download), so IP-to-country is left to the sender and said so.
 """
@@ -11,9 +14,15 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+import ua_parser
 from ua_parser import parse
 
 FIELDS = ("device_family", "os_family", "os_version", "browser_family")
+
+
+def resolver() -> str:
+    """Which of ua-parser's resolvers parses here: "regex" (Rust) is what the pipeline ships with."""
+    return "regex" if ua_parser.RegexResolver is not None else "re2" if ua_parser.Re2Resolver else "basic"
 
 
 def warm_up() -> None:
