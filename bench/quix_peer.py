@@ -13,6 +13,8 @@ Why it is an honest equivalent of `postbacks stream` (issue #15):
 - state in RocksDB with its changelog topic (Quix's default, `use_changelog_topics`),
   processing guarantee at-least-once, offsets and changelog committed every
   STREAM_COMMIT_INTERVAL_S, as the worker commits;
+- the conversion enriched as the worker's is, device fields included (ua-parser, as a Quix
+  user would call it, with its own cache);
 - each record Avro-decoded with the project's `schemas.Codec`, and one Avro-encoded
   output per postback (a conversion, a duplicate or an unknown-click refusal) with the
   schema headers the worker sets, to the worker's output topics.
@@ -32,6 +34,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import ua_parser
 from quixstreams import Application, State, message_context
 from quixstreams.models.serializers import SerializationContext, Serializer
 from quixstreams.state.rocksdb import RocksDBOptions
@@ -168,10 +171,7 @@ class EquivalentJob:
             "country_code": postback.get("country_code") or click.get("country_code"),
             "device_ip": postback.get("device_ip"),
             "click_ip": click.get("ip"),
-            "device_family": None,
-            "os_family": None,
-            "os_version": None,
-            "browser_family": None,
+            **_device(postback.get("user_agent") or click.get("user_agent")),
             "platform": postback.get("platform"),
             "app_id": postback.get("app_id"),
             "site_id": postback.get("site_id"),
@@ -282,6 +282,22 @@ class DeciderJob:
 
 def _same(value: bytes) -> bytes:
     return value
+
+
+def _device(user_agent: str | None) -> dict[str, str | None]:
+    """Device, OS and browser from a user agent with ua-parser: the worker's enrichment, written anew."""
+    if not user_agent:
+        return {"device_family": None, "os_family": None, "os_version": None, "browser_family": None}
+    parsed = ua_parser.parse(user_agent)
+    os_version = None
+    if parsed.os and parsed.os.major:
+        os_version = ".".join(p for p in (parsed.os.major, parsed.os.minor) if p)
+    return {
+        "device_family": parsed.device.family if parsed.device else None,
+        "os_family": parsed.os.family if parsed.os else None,
+        "os_version": os_version,
+        "browser_family": parsed.user_agent.family if parsed.user_agent else None,
+    }
 
 
 def main(mode: str, consumer_group: str) -> None:

@@ -18,6 +18,34 @@ from bench.stack import Record
 from schemas import CLICK, POSTBACK_RAW, Codec
 
 USER_AGENT = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148"
+DISTINCT_USER_AGENTS = (
+    20_000  # a platform sees a great variety: one user agent for every click flatters parsing
+)
+
+
+def user_agent(i: int) -> str:
+    """A plausible mobile or desktop user agent for the i-th click (i wraps at DISTINCT_USER_AGENTS)."""
+    n = i % DISTINCT_USER_AGENTS
+    build = f"{90 + n % 37}.0.{1000 + n // 37 % 5000}.{n % 97}"
+    kind = n % 4
+    if kind == 0:
+        return (
+            f"Mozilla/5.0 (Linux; Android {8 + n % 7}; SM-G{100 + n % 900}F) AppleWebKit/537.36 "
+            f"(KHTML, like Gecko) Chrome/{build} Mobile Safari/537.36"
+        )
+    if kind == 1:
+        return (
+            f"Mozilla/5.0 (iPhone; CPU iPhone OS {12 + n % 6}_{n % 7} like Mac OS X) AppleWebKit/605.1.15 "
+            f"(KHTML, like Gecko) Version/{12 + n % 6}.0 Mobile/15E{100 + n % 900} Safari/604.1"
+        )
+    if kind == 2:
+        return (
+            f"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+            f"Chrome/{build} Safari/537.36"
+        )
+    return (
+        f"Dalvik/2.1.0 (Linux; U; Android {8 + n % 7}; Redmi Note {5 + n % 8} MIUI/V{10 + n % 5}.0.{n % 9}.0)"
+    )
 
 
 def click(click_id: str, i: int, now_ms: int) -> dict[str, Any]:
@@ -29,7 +57,7 @@ def click(click_id: str, i: int, now_ms: int) -> dict[str, Any]:
         "campaign_id": f"c{i % 40}",
         "sub1": f"s{i % 1000}",
         "ip": "198.51.100.7",
-        "user_agent": USER_AGENT,
+        "user_agent": user_agent(i),
         "country_code": "US",
         "extra": {},
     }
