@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from sinks.tables import SPECS
-from sinks.writer import Batch, new_rows, parse_plan, poll_timeout_ms
+from sinks.writer import Batch, group_token, new_rows, parse_group, parse_plan, poll_timeout_ms
 
 CONVERSIONS = next(s for s in SPECS if s.name == "conversion_versions")
 
@@ -17,6 +17,19 @@ def test_plan_and_token_name_exactly_the_offsets() -> None:
     assert (batch.plan, batch.token("clicks")) == ("batch:7-9", "clicks:3:7-9")
     assert parse_plan(batch.plan) == (7, 9)
     assert parse_plan("") is None and parse_plan("something else") is None
+
+
+def test_a_group_plan_names_every_batch_and_its_token_is_the_group_s() -> None:
+    batch = Batch(3, group=((3, 7, 9), (0, 2, 2)))
+    for offset in (7, 8, 9):
+        batch.add(offset, b"", 1)
+    assert batch.plan == "batch:7-9;with:0:2-2,3:7-9"
+    assert batch.token("clicks") == "clicks:0:2-2,3:7-9" == group_token("clicks", [(3, 7, 9), (0, 2, 2)])
+    assert parse_plan(batch.plan) == (7, 9)
+    assert parse_group(batch.plan) == ((0, 2, 2), (3, 7, 9))
+    assert parse_group("batch:7-9") == () and parse_group("batch:7-9;with:") == ()
+    replay = Batch(3, planned=(7, 9), group=parse_group(batch.plan))
+    assert replay.token("clicks") == batch.token("clicks") and replay.plan == batch.plan
 
 
 def test_a_re_formed_batch_keeps_its_planned_range_and_token() -> None:
