@@ -133,7 +133,7 @@ _READERS: dict[str, Callable[[bytes, int], tuple[Any, int]]] = {
 
 
 def _kind(avro_type: Any) -> str:
-    """"string", "long", "timestamp-millis"...; "" for a union (a list), which no prefix reads."""
+    """The type's name (string, long, timestamp-millis...), "" for a union: no prefix reads one."""
     if isinstance(avro_type, Mapping):
         return str(avro_type.get("logicalType") or avro_type.get("type"))
     return avro_type if isinstance(avro_type, str) else ""

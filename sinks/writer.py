@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -62,7 +61,6 @@ log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 10.0
 
-_CALM = float(os.environ.get("SINK_CALM_FACTOR", "1"))
 # How long a poll waits for records: bounds only the wait on an idle topic (and a stop's delay).
 POLL_TIMEOUT_MS = 200
 _PLAN = re.compile(r"^batch:(\d+)-(\d+)(?:;with:(\d+:\d+-\d+(?:,\d+:\d+-\d+)*))?$")
@@ -264,7 +262,7 @@ class TableWriter:
                     await self.flush_many(due)
                     # As long again before the next age-due flush: when inserts are slow (small
                     # batches on a busy engine) batches grow instead of the engine saturating.
-                    self._calm_until = time.time() + _CALM * (time.time() - started)
+                    self._calm_until = 2 * time.time() - started
             await self.flush_all()
         finally:
             await shutdown.close(self.consumer.stop(), f"sink {self.spec.name} consumer")
