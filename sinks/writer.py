@@ -1,7 +1,7 @@
 """A table writer: consume one topic, insert into ClickHouse in batches, exactly once.
 
-Batches hold one Kafka partition's consecutive offsets. The batches due together (up to
-MAX_GROUP partitions) are one group, and go through:
+Batches hold one Kafka partition's consecutive offsets. The batches due together are one group
+(up to MAX_GROUP partitions and `sink_batch_rows` rows, `form_groups`), and go through:
 1. plan     commit each batch's first offset with metadata `batch:<first>-<last>`, followed by
             `;with:<p>:<first>-<last>,...` naming every batch of the group when it has more than one;
 2. insert   the whole group in ONE insert, token `<table>:<p>:<first>-<last>[,<p>:<first>-<last>...]`;
@@ -131,6 +131,24 @@ class Batch:
         if self.planned is not None:
             return False  # only `complete` flushes a re-formed batch
         return bool(self.rows) and (len(self.rows) >= max_rows or time.time() - self.started >= max_wait_s)
+
+
+def form_groups(batches: Sequence[Batch], max_rows: int) -> list[list[Batch]]:
+    """The batches in groups of at most MAX_GROUP, each of at most `max_rows` rows unless one batch alone.
+
+    Small batches (a flush by age) share one insert; full ones (a backlog) keep an insert each,
+    so an insert never holds more than SINK_BATCH_ROWS rows because of grouping.
+    """
+    groups: list[list[Batch]] = []
+    rows = 0
+    for batch in batches:
+        if groups and len(groups[-1]) < MAX_GROUP and rows + len(batch.rows) <= max_rows:
+            groups[-1].append(batch)
+            rows += len(batch.rows)
+        else:
+            groups.append([batch])
+            rows = len(batch.rows)
+    return groups
 
 
 def poll_timeout_ms(batches: Iterable[Batch], max_age_s: float, now: float) -> int:
@@ -329,7 +347,7 @@ class TableWriter:
     async def flush_many(self, partitions: Sequence[int]) -> None:
         """Insert these partitions' batches, each exactly once: one plan commit, one insert a group, one done.
 
-        The fresh batches form groups of up to MAX_GROUP, each inserted by one call with one token;
+        The fresh batches form groups (`form_groups`), each inserted by one call with one token;
         a batch re-formed after a crash is inserted again with the group it was planned with. The
         plans of all of them travel in one OffsetCommit request and so do their done offsets, so a
         flush of many partitions costs two broker round trips and one insert on the engine.
@@ -342,7 +360,7 @@ class TableWriter:
         started = time.perf_counter()
         self._observe_stages(batches, time.time())
         fresh = [b for b in batches if b.planned is None]
-        groups = [fresh[i : i + MAX_GROUP] for i in range(0, len(fresh), MAX_GROUP)]
+        groups = form_groups(fresh, self.settings.sink_batch_rows)
         for group in groups:
             spans = tuple(b.span for b in group) if len(group) > 1 else ()
             for batch in group:

@@ -5,7 +5,16 @@ from __future__ import annotations
 import time
 
 from sinks.tables import SPECS
-from sinks.writer import Batch, group_token, new_rows, parse_group, parse_plan, poll_timeout_ms
+from sinks.writer import (
+    MAX_GROUP,
+    Batch,
+    form_groups,
+    group_token,
+    new_rows,
+    parse_group,
+    parse_plan,
+    poll_timeout_ms,
+)
 
 CONVERSIONS = next(s for s in SPECS if s.name == "conversion_versions")
 
@@ -110,3 +119,19 @@ def test_the_age_counts_from_when_the_first_record_was_written() -> None:
     skewed = Batch(0)
     skewed.add(1, b"", 1, written_at=now + 3600)  # a producer clock ahead of ours: counted from now
     assert skewed.started <= time.time() and not skewed.due(1000, 0.25)
+
+
+def test_small_batches_share_an_insert_and_full_ones_keep_their_own() -> None:
+    def batch(partition: int, rows: int) -> Batch:
+        b = Batch(partition)
+        for offset in range(rows):
+            b.add(offset, b"", 1)
+        return b
+
+    small = [batch(p, 10) for p in range(6)]
+    assert [[b.partition for b in g] for g in form_groups(small, 50_000)] == [[0, 1, 2, 3, 4, 5]]
+    assert [[b.partition for b in g] for g in form_groups(small, 25)] == [[0, 1], [2, 3], [4, 5]]
+    full = [batch(0, 30), batch(1, 5), batch(2, 30)]
+    assert [[b.partition for b in g] for g in form_groups(full, 30)] == [[0], [1], [2]]
+    many = [batch(p, 1) for p in range(MAX_GROUP + 1)]
+    assert [len(g) for g in form_groups(many, 50_000)] == [MAX_GROUP, 1]
