@@ -339,7 +339,10 @@ class TableWriter:
         return records
 
     async def flush_all(self) -> None:
-        await self.flush_many(list(self.batches))
+        """Flush every fresh batch (on the way out). A re-formed batch still waiting for its planned
+        last offset stays planned in Kafka: inserting part of it, then committing past it, would skip
+        the rest of its records."""
+        await self.flush_many([p for p, batch in self.batches.items() if batch.planned is None])
 
     async def flush(self, partition: int) -> None:
         await self.flush_many([partition])
