@@ -10,13 +10,18 @@ Each row also needs its Kafka partition and offset. A record datum is its fields
 order, so appending two fields to the schema and their encodings (zigzag varints) to each datum
 gives datums of the extended schema: nothing else in the bytes changes.
 
+The tables that drop records already stored (tables.py `identity`) need a record's identity
+before the insert: those fields lead their records, so `prefix_reader` reads just them off the
+front of each datum, and the rest is left to ClickHouse too.
+
 Pure functions, no I/O.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sinks.tables import OFFSET_COLUMNS
@@ -70,12 +75,87 @@ def container(head: bytes, partition: int, records: Sequence[tuple[int, bytes]])
     `head` is `header(...)` of the extended schema; the datums must have been written with the
     schema it extends (same version), which the caller checks from the records' headers.
     """
-    suffix = zigzag_varint(partition)
-    parts: list[bytes] = []
-    append = parts.append
-    for offset, datum in records:
-        append(datum)
-        append(suffix)
-        append(zigzag_varint(offset))
-    body = b"".join(parts)
-    return b"".join((head, zigzag_varint(len(records)), zigzag_varint(len(body)), body, SYNC))
+    return container_blocks(head, [(partition, records)])
+
+
+def container_blocks(head: bytes, blocks: Sequence[tuple[int, Sequence[tuple[int, bytes]]]]) -> bytes:
+    """`container` of several partitions' records: one block each, in one file (one insert)."""
+    out = [head]
+    for partition, records in blocks:
+        suffix = zigzag_varint(partition)
+        parts: list[bytes] = []
+        append = parts.append
+        for offset, datum in records:
+            append(datum)
+            append(suffix)
+            append(zigzag_varint(offset))
+        body = b"".join(parts)
+        out += (zigzag_varint(len(records)), zigzag_varint(len(body)), body, SYNC)
+    return b"".join(out)
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    """A zigzag varint at `pos`: (value, position after it)."""
+    shift = z = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        z |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return (z >> 1) ^ -(z & 1), pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def _read_string(data: bytes, pos: int) -> tuple[Any, int]:
+    size, pos = _varint(data, pos)
+    end = pos + size
+    if size < 0 or end > len(data):
+        raise ValueError("string past the end of the datum")
+    return data[pos:end].decode(), end
+
+
+def _read_timestamp_millis(data: bytes, pos: int) -> tuple[Any, int]:
+    millis, pos = _varint(data, pos)
+    return _EPOCH + dt.timedelta(milliseconds=millis), pos
+
+
+_READERS: dict[str, Callable[[bytes, int], tuple[Any, int]]] = {
+    "string": _read_string,
+    "int": _varint,
+    "long": _varint,
+    "timestamp-millis": _read_timestamp_millis,
+}
+
+
+def _kind(avro_type: Any) -> str:
+    """The type's name (string, long, timestamp-millis...), "" for a union: no prefix reads one."""
+    if isinstance(avro_type, Mapping):
+        return str(avro_type.get("logicalType") or avro_type.get("type"))
+    return avro_type if isinstance(avro_type, str) else ""
+
+
+def prefix_reader(
+    schema: Mapping[str, Any], names: Sequence[str]
+) -> Callable[[bytes], dict[str, Any]] | None:
+    """A reader of the fields `names` off a datum of `schema`, if they lead it; else None.
+
+    Only plain (non-union) strings, ints, longs and timestamp-millis: what an identity is made of.
+    """
+    fields = schema["fields"][: len(names)]
+    if [f["name"] for f in fields] != list(names) or any(_kind(f["type"]) not in _READERS for f in fields):
+        return None
+    readers = [(f["name"], _READERS[_kind(f["type"])]) for f in fields]
+
+    def read(datum: bytes) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        pos = 0
+        for name, reader in readers:
+            out[name], pos = reader(datum, pos)
+        return out
+
+    return read

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
+
+from sinks import metrics
 
 T = TypeVar("T")
 
@@ -63,19 +66,34 @@ class ClickHouse:
         self.client: Client = self._executor.submit(connect, dsn).result()
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+        return await self._timed("other", fn, *args, **kwargs)
+
+    async def _timed(self, call: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run on the engine's thread, observing how long the call waited for it and how long it ran."""
+        submitted = time.perf_counter()
+        began = submitted
+
+        def timed() -> T:
+            nonlocal began
+            began = time.perf_counter()
+            return fn(*args, **kwargs)
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, timed)
+        finally:
+            metrics.ENGINE_SECONDS.labels(call, "wait").observe(began - submitted)
+            metrics.ENGINE_SECONDS.labels(call, "run").observe(time.perf_counter() - began)
 
     async def insert(
         self, table: str, values: Sequence[Sequence[Any]], columns: Sequence[str], token: str
     ) -> None:
-        await self.run(insert_values, self.client, table, values, columns, token)
+        await self._timed(table, insert_values, self.client, table, values, columns, token)
 
     async def insert_avro(self, table: str, container: bytes, columns: Sequence[str], token: str) -> None:
-        await self.run(insert_avro, self.client, table, container, columns, token)
+        await self._timed(table, insert_avro, self.client, table, container, columns, token)
 
     async def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
-        result = await self.run(self.client.query, sql, parameters=parameters)
+        result = await self._timed("query", self.client.query, sql, parameters=parameters)
         return [tuple(row) for row in result.result_rows]
 
     def close(self) -> None:

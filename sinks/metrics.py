@@ -40,3 +40,19 @@ INSERT_FAILURES = Counter(
     ["table"],
     registry=REGISTRY,
 )
+STAGE_SECONDS = Histogram(
+    "postbacks_sink_stage_seconds",
+    "Where a batch's latency goes, per batch: delivered (written to Kafka -> taken by the sink), "
+    "batched (taken -> its flush starts), plan and done (the two offset commits of its flush)",
+    ["table", "stage"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+    registry=REGISTRY,
+)
+ENGINE_SECONDS = Histogram(
+    "postbacks_sink_engine_seconds",
+    "Calls to ClickHouse by what they do (an insert's table, or query): wait (for the one thread "
+    "the embedded engine's calls take turns on) and run (the call itself)",
+    ["call", "phase"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+    registry=REGISTRY,
+)

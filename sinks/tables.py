@@ -38,10 +38,14 @@ class TableSpec:
     identity_sql: str | None = None
     # Control records that share the topic and are no rows (the stream's clock marks in clicks.raw).
     marks: frozenset[str] = frozenset()
-    # ClickHouse may decode the records itself (`FORMAT Avro`, see sinks/avro_block.py): only for
-    # tables whose row is exactly the record's fields, with no identity filter needing them in Python.
-    # tests/unit/sinks/test_avro_insert.py checks that both ways store the same rows.
-    decode_in_clickhouse: bool = False
+    # The record fields `identity` and `identity_parameters` read: they lead the schema, so the writer
+    # reads them off each datum's front (sinks/avro_block.py `prefix_reader`) and ClickHouse decodes
+    # the rest.
+    identity_fields: tuple[str, ...] = ()
+    # ClickHouse may decode the records itself (`FORMAT Avro`, see sinks/avro_block.py): for tables
+    # whose row is exactly the record's fields. tests/unit/sinks/test_avro_insert.py checks that
+    # both ways store the same rows.
+    decode_in_clickhouse: bool = True
 
     def column_values(self, partition: int, records: Sequence[tuple[int, Record]]) -> list[list[Any]]:
         """These (offset, record)s as insert columns: each field, then partition and offset.
@@ -123,7 +127,6 @@ SPECS: tuple[TableSpec, ...] = (
         CLICK,
         _CLICK_COLUMNS,
         marks=frozenset({STREAM_TICK}),
-        decode_in_clickhouse=True,
     ),
     TableSpec(
         "conversion_versions",
@@ -131,6 +134,7 @@ SPECS: tuple[TableSpec, ...] = (
         CONVERSION,
         _CONVERSION_COLUMNS,
         identity=lambda r: (r["conversion_id"], r["version"]),
+        identity_fields=("conversion_id", "version"),
         identity_sql=(
             "SELECT conversion_id, version, kafka_partition, kafka_offset FROM conversion_versions "
             "WHERE conversion_id IN {ids:Array(String)}"
@@ -142,6 +146,7 @@ SPECS: tuple[TableSpec, ...] = (
         POSTBACK_REJECTED,
         _REJECTED_COLUMNS,
         identity=_by_request,
+        identity_fields=("request_id", "received_at"),
         identity_sql=(
             "SELECT request_id, kafka_partition, kafka_offset FROM rejected_postbacks "
             "WHERE received_at BETWEEN {lo:DateTime64(3)} "
@@ -154,6 +159,7 @@ SPECS: tuple[TableSpec, ...] = (
         POSTBACK_DUPLICATE,
         _DUPLICATE_COLUMNS,
         identity=_by_request,
+        identity_fields=("request_id", "received_at"),
         identity_sql=(
             "SELECT request_id, kafka_partition, kafka_offset FROM duplicate_postbacks "
             "WHERE received_at BETWEEN {lo:DateTime64(3)} "
@@ -168,6 +174,7 @@ SPECS: tuple[TableSpec, ...] = (
         OUTBOUND_ATTEMPT,
         _OUTBOUND_COLUMNS,
         identity=lambda r: (r["idempotency_key"], r["attempt"]),
+        identity_fields=("idempotency_key", "attempt"),
         identity_sql=(
             "SELECT idempotency_key, attempt, kafka_partition, kafka_offset FROM outbound_postbacks "
             "WHERE idempotency_key IN {ids:Array(String)}"

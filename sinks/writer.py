@@ -1,15 +1,20 @@
 """A table writer: consume one topic, insert into ClickHouse in batches, exactly once.
 
-Batches hold one Kafka partition's consecutive offsets. Each goes through:
-1. plan     commit the batch's first offset with metadata `batch:<first>-<last>`;
-2. insert   with deduplication token `<table>:<partition>:<first>-<last>`;
-3. done     commit `<last>+1`.
+Batches hold one Kafka partition's consecutive offsets. The batches due together are one group
+(up to MAX_GROUP partitions and `sink_batch_rows` rows, `form_groups`), and go through:
+1. plan     commit each batch's first offset with metadata `batch:<first>-<last>`, followed by
+            `;with:<p>:<first>-<last>,...` naming every batch of the group when it has more than one;
+2. insert   the whole group in ONE insert, token `<table>:<p>:<first>-<last>[,<p>:<first>-<last>...]`;
+3. done     commit each `<last>+1`.
+One insert per group, not per partition: an insert's cost on the engine is mostly fixed (its
+materialized views, its new parts), so a flush of six small batches costs one insert, not six.
 A batch is due at `sink_batch_rows` or once its first record was written `sink_max_age_ms` ago,
 but a flush by age waits as long as the previous flush took (so slow inserts grow the batches
-instead of saturating the engine); the batches due together share one plan commit and one done
-commit (each keeps its own token).
-After a crash anywhere in between, the restarted writer finds the plan in the
-committed metadata and re-forms exactly that batch with exactly that token.
+instead of saturating the engine); the batches due together share one plan commit and one done commit.
+After a crash anywhere in between, the restarted writer finds the plan in the committed metadata
+and re-forms exactly that batch; a batch planned with others is inserted again with the records
+of the whole group (the others' planned ranges read straight from Kafka, whoever owns them now)
+and exactly that token, so each owner of a part of the group repeats the same insert.
 ClickHouse then drops what the first attempt stored and inserts what it did not:
 that includes the materialized views, which an interrupted insert can leave
 behind the table they read from (a SIGKILL between the two). Every table and
@@ -32,7 +37,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,16 +53,23 @@ from postbacks.settings import Settings
 from postbacks.topics import Topics
 from schemas import Codec, SchemaError, all_versions, schema_name
 from sinks import metrics
-from sinks.avro_block import container, header, with_position_fields
+from sinks.avro_block import container_blocks, header, prefix_reader, with_position_fields
 from sinks.clickhouse import ClickHouse
 from sinks.tables import Record, TableSpec
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 10.0
+
 # How long a poll waits for records: bounds only the wait on an idle topic (and a stop's delay).
 POLL_TIMEOUT_MS = 200
-_PLAN = re.compile(r"^batch:(\d+)-(\d+)$")
+_PLAN = re.compile(r"^batch:(\d+)-(\d+)(?:;with:(\d+:\d+-\d+(?:,\d+:\d+-\d+)*))?$")
+_SPAN = re.compile(r"(\d+):(\d+)-(\d+)")
+# Partitions inserted together at most: every batch's plan names the whole group, and a commit's
+# metadata is limited (offset.metadata.max.bytes, 4 KiB by default).
+MAX_GROUP = 64
+# A batch planned in a group: (partition, first offset, last offset).
+Span = tuple[int, int, int]
 
 
 # A record waiting in a batch: its offset, its Avro bytes and the schema version it was written with.
@@ -74,14 +86,20 @@ class Batch:
     # Wall-clock seconds since its first record was written to Kafka (or taken, if that is earlier):
     # the age bound counts the time a record spent fetched but not yet taken (during a flush) too.
     started: float = 0.0
+    # Wall-clock seconds when its first record was taken (`started` to `taken`: Kafka's delivery).
+    taken: float = 0.0
     # Set when re-forming a batch planned before a crash: its exact range.
     planned: tuple[int, int] | None = None
+    # Every batch of the group it was (or is being) planned and inserted with, itself included;
+    # empty when it went alone.
+    group: tuple[Span, ...] = ()
 
     def add(self, offset: int, value: bytes, version: int, written_at: float | None = None) -> None:
         if not self.rows:
             now = time.time()
             # Never later than now: a producer's clock ahead of ours must not delay the flush.
             self.started = now if written_at is None else min(now, written_at)
+            self.taken = now
         self.rows.append((offset, value, version))
 
     @property
@@ -93,12 +111,17 @@ class Batch:
         return self.planned[1] if self.planned else self.rows[-1][0]
 
     @property
+    def span(self) -> Span:
+        return (self.partition, self.first, self.last)
+
+    @property
     def plan(self) -> str:
-        return f"batch:{self.first}-{self.last}"
+        text = f"batch:{self.first}-{self.last}"
+        return text + ";with:" + _spans_text(self.group) if len(self.group) > 1 else text
 
     def token(self, table: str) -> str:
-        """Names exactly this batch: the same offsets give the same token after a restart."""
-        return f"{table}:{self.partition}:{self.first}-{self.last}"
+        """Names exactly this batch's group: the same offsets give the same token after a restart."""
+        return group_token(table, self.group or (self.span,))
 
     def complete(self, offset: int) -> bool:
         """A re-formed batch is complete once the consumer has passed its planned last offset."""
@@ -110,12 +133,22 @@ class Batch:
         return bool(self.rows) and (len(self.rows) >= max_rows or time.time() - self.started >= max_wait_s)
 
 
-@dataclass(frozen=True, slots=True)
-class _Prefetched:
-    """A flush's Python-decoded batches by partition, and the identities already stored (None: ask)."""
+def form_groups(batches: Sequence[Batch], max_rows: int) -> list[list[Batch]]:
+    """The batches in groups of at most MAX_GROUP, each of at most `max_rows` rows unless one batch alone.
 
-    decoded: dict[int, list[tuple[int, Record]]]
-    stored: list[tuple[Any, ...]] | None
+    Small batches (a flush by age) share one insert; full ones (a backlog) keep an insert each,
+    so an insert never holds more than SINK_BATCH_ROWS rows because of grouping.
+    """
+    groups: list[list[Batch]] = []
+    rows = 0
+    for batch in batches:
+        if groups and len(groups[-1]) < MAX_GROUP and rows + len(batch.rows) <= max_rows:
+            groups[-1].append(batch)
+            rows += len(batch.rows)
+        else:
+            groups.append([batch])
+            rows = len(batch.rows)
+    return groups
 
 
 def poll_timeout_ms(batches: Iterable[Batch], max_age_s: float, now: float) -> int:
@@ -131,9 +164,26 @@ def poll_timeout_ms(batches: Iterable[Batch], max_age_s: float, now: float) -> i
     return max(0, round(wait * 1000))
 
 
+def _spans_text(spans: Iterable[Span]) -> str:
+    return ",".join(f"{p}:{first}-{last}" for p, first, last in sorted(spans))
+
+
+def group_token(table: str, spans: Iterable[Span]) -> str:
+    """`<table>:<p>:<first>-<last>[,...]` by partition: a batch alone keeps the token it always had."""
+    return f"{table}:{_spans_text(spans)}"
+
+
 def parse_plan(metadata: str | None) -> tuple[int, int] | None:
     match = _PLAN.match(metadata or "")
     return (int(match[1]), int(match[2])) if match else None
+
+
+def parse_group(metadata: str | None) -> tuple[Span, ...]:
+    """The group a plan names (every batch inserted together), empty for a batch planned alone."""
+    match = _PLAN.match(metadata or "")
+    if match is None or match[3] is None:
+        return ()
+    return tuple((int(p), int(first), int(last)) for p, first, last in _SPAN.findall(match[3]))
 
 
 def new_rows(
@@ -143,17 +193,28 @@ def new_rows(
 
     `stored` rows are (identity..., kafka_partition, kafka_offset).
     """
+    return new_group_rows(spec, {partition: records}, stored)[partition]
+
+
+def new_group_rows(
+    spec: TableSpec,
+    records: Mapping[int, Sequence[tuple[int, Record]]],
+    stored: Sequence[tuple[Any, ...]],
+) -> dict[int, list[tuple[int, Record]]]:
+    """`new_rows` for a group's batches by partition: as if each were filtered after the one before."""
     if spec.identity is None:
-        return list(records)
-    own = {(partition, offset) for offset, _ in records}
+        return {p: list(rs) for p, rs in records.items()}
+    own = {(partition, offset) for partition, rs in records.items() for offset, _ in rs}
     seen = {tuple(row[:-2]) for row in stored if (row[-2], row[-1]) not in own}
-    kept = []
-    for offset, record in records:
-        identity = spec.identity(record)
-        if identity in seen:
-            continue
-        seen.add(identity)
-        kept.append((offset, record))
+    kept: dict[int, list[tuple[int, Record]]] = {}
+    for partition, rs in records.items():
+        out = kept[partition] = []
+        for offset, record in rs:
+            identity = spec.identity(record)
+            if identity in seen:
+                continue
+            seen.add(identity)
+            out.append((offset, record))
     return kept
 
 
@@ -168,6 +229,11 @@ class TableWriter:
         # The container header for batches ClickHouse decodes: records of the newest version only.
         newest = all_versions()[spec.schema][self.codec.version]
         self.avro_header = header(with_position_fields(newest.declared))
+        # The identity fields read off a datum's front, so ClickHouse can decode the rest.
+        self._identity_of = (
+            prefix_reader(newest.declared, spec.identity_fields) if spec.identity is not None else None
+        )
+        self._avro = spec.decode_in_clickhouse and (spec.identity is None or self._identity_of is not None)
         # Writer version by a record's headers (a handful of distinct ones), None for a mark.
         self._versions: dict[tuple[Any, ...], int | None] = {}
         self.batches: dict[int, Batch] = {}
@@ -235,13 +301,7 @@ class TableWriter:
                 if not self.ready.current(partition, seek):
                     return
                 batch = self.batches.setdefault(partition, Batch(partition))
-            try:
-                version = self._version(message.headers)
-            except SchemaError as exc:  # our own topics: should not happen; never silently
-                self._undecodable(partition, message.offset, exc)
-            else:
-                if version is not None:  # None: a control record, takes an offset, adds no row
-                    batch.add(message.offset, message.value, version, message.timestamp / 1000)
+            self._add(batch, message)
             if batch.complete(message.offset):
                 await self.flush(partition)
                 if not self.ready.current(partition, seek):
@@ -279,18 +339,21 @@ class TableWriter:
         return records
 
     async def flush_all(self) -> None:
-        await self.flush_many(list(self.batches))
+        """Flush every fresh batch (on the way out). A re-formed batch still waiting for its planned
+        last offset stays planned in Kafka: inserting part of it, then committing past it, would skip
+        the rest of its records."""
+        await self.flush_many([p for p, batch in self.batches.items() if batch.planned is None])
 
     async def flush(self, partition: int) -> None:
         await self.flush_many([partition])
 
     async def flush_many(self, partitions: Sequence[int]) -> None:
-        """Insert these partitions' batches, each exactly once, with one plan and one done commit.
+        """Insert these partitions' batches, each exactly once: one plan commit, one insert a group, one done.
 
-        Every batch still goes plan → insert → done; the plans of all of them travel in one
-        OffsetCommit request and so do their done offsets, so a flush of many partitions costs
-        two broker round trips, not two per partition. The inserts run one after another on the
-        ClickHouse thread (the embedded engine takes one call at a time).
+        The fresh batches form groups (`form_groups`), each inserted by one call with one token;
+        a batch re-formed after a crash is inserted again with the group it was planned with. The
+        plans of all of them travel in one OffsetCommit request and so do their done offsets, so a
+        flush of many partitions costs two broker round trips and one insert on the engine.
         """
         batches = [
             batch
@@ -298,24 +361,32 @@ class TableWriter:
             if (batch := self.batches.pop(p, None)) is not None and (batch.rows or batch.planned is not None)
         ]
         started = time.perf_counter()
-        fresh = {self._tp(b): OffsetAndMetadata(b.first, b.plan) for b in batches if b.planned is None}
-        if fresh and not await self._commit(fresh):
-            for batch in batches:
-                if batch.planned is None:  # not planned, so not inserted: its records must come again
-                    self._rewind(self._tp(batch), batch.first)
-            batches = [b for b in batches if b.planned is not None]
+        self._observe_stages(batches, time.time())
+        fresh = [b for b in batches if b.planned is None]
+        groups = form_groups(fresh, self.settings.sink_batch_rows)
+        for group in groups:
+            spans = tuple(b.span for b in group) if len(group) > 1 else ()
+            for batch in group:
+                batch.group = spans
+        plans = {self._tp(b): OffsetAndMetadata(b.first, b.plan) for b in fresh}
+        if plans and not await self._commit(plans):
+            for batch in fresh:  # not planned, so not inserted: its records must come again
+                self._rewind(self._tp(batch), batch.first)
+            batches, groups = [b for b in batches if b.planned is not None], []
         planned = time.perf_counter()
-        prefetched = await self._prefetch(batches)
-        for batch in batches:
-            await self._insert_batch(batch, prefetched)
+        for group in [*groups, *([b] for b in batches if b.planned is not None)]:
+            await self._insert_group(group)
         inserted = time.perf_counter()
         if batches:
             # If this fails the plans stay committed: whoever reads one next re-forms its batch, same token.
             await self._commit({self._tp(b): OffsetAndMetadata(b.last + 1, "") for b in batches})
+            table = self.spec.name
+            metrics.STAGE_SECONDS.labels(table, "plan").observe(planned - started)
+            metrics.STAGE_SECONDS.labels(table, "done").observe(time.perf_counter() - inserted)
             log.debug(  # where a flush's time goes: LOG_LEVEL=DEBUG
                 "flushed",
                 extra={
-                    "table": self.spec.name,
+                    "table": table,
                     "rows": sum(len(b.rows) for b in batches),
                     "batches": len(batches),
                     "oldest_s": round(time.time() - min(b.started for b in batches), 3),
@@ -325,76 +396,116 @@ class TableWriter:
                 },
             )
 
+    def _observe_stages(self, batches: Sequence[Batch], now: float) -> None:
+        """How long each batch's first record took to reach the sink, and then to be flushed."""
+        for batch in batches:
+            if batch.rows and batch.planned is None:
+                metrics.STAGE_SECONDS.labels(self.spec.name, "delivered").observe(batch.taken - batch.started)
+                metrics.STAGE_SECONDS.labels(self.spec.name, "batched").observe(max(0.0, now - batch.taken))
+
     def _tp(self, batch: Batch) -> TopicPartition:
         return TopicPartition(self.topic, batch.partition)
 
-    def _in_clickhouse(self, batch: Batch) -> bool:
-        """ClickHouse decodes the batch itself when it can (sinks/avro_block.py)."""
-        return self.spec.decode_in_clickhouse and all(
-            version == self.codec.version for _, _, version in batch.rows
+    def _in_clickhouse(self, batches: Sequence[Batch]) -> bool:
+        """ClickHouse decodes the batches itself when it can (sinks/avro_block.py)."""
+        return self._avro and all(
+            version == self.codec.version for batch in batches for _, _, version in batch.rows
         )
 
-    async def _prefetch(self, batches: Sequence[Batch]) -> _Prefetched | None:
-        """Decode the batches Python decodes, and ask ClickHouse for their stored identities in one query.
-
-        One query per flush instead of one per batch: on the embedded engine every call takes
-        its turn on the one ClickHouse thread, which small batches at the age bound keep busy.
-        """
-        python = [b for b in batches if b.rows and not self._in_clickhouse(b)]
-        if self.spec.identity_sql is None or len(python) < 2:
-            return None
-        decoded = {b.partition: self._decode(b) for b in python}
-        try:
-            stored: list[tuple[Any, ...]] | None = await self._stored(
-                [record for records in decoded.values() for record in records]
-            )
-        except Exception:  # ClickHouse away: each batch asks again in its own retry loop
-            stored = None
-        return _Prefetched(decoded, stored)
-
-    async def _insert_batch(self, batch: Batch, prefetched: _Prefetched | None = None) -> None:
-        """Insert one planned batch with its token, retrying until ClickHouse takes it."""
+    async def _insert_group(self, group: Sequence[Batch]) -> None:
+        """Insert one planned group with its token in one call, retrying until ClickHouse takes it."""
+        token = group[0].token(self.spec.name)
+        batches = [*group, *await self._rest_of_group(group)]
         # After a failure the retries decode in Python, which also finds and skips a record
         # ClickHouse could not read, and ask for the stored identities again.
-        in_clickhouse = self._in_clickhouse(batch)
-        decoded = prefetched.decoded.get(batch.partition) if prefetched else None
-        stored = prefetched.stored if prefetched else None
+        in_clickhouse = self._in_clickhouse(batches)
+        decoded: dict[int, list[tuple[int, Record]]] | None = None
         backoff = 0.2
-        started, undecodable = time.monotonic(), self.undecodable
+        started = time.monotonic()
         while True:
             try:
-                if not batch.rows:
-                    inserted = 0
+                if not any(b.rows for b in batches):
+                    inserted: dict[int, int] = {}
                 elif in_clickhouse:
-                    inserted = await self._insert_avro(batch)
+                    inserted = await self._insert_avro(batches, token)
                 else:
                     if decoded is None:
-                        decoded = self._decode(batch)
-                    inserted = await self._insert_decoded(batch, decoded, stored)
+                        decoded = {b.partition: self._decode(b) for b in batches}
+                    inserted = await self._insert_decoded(decoded, token)
                 break
-            except Exception as exc:  # ClickHouse away or failing: keep the batch, back off, retry
+            except Exception as exc:  # ClickHouse away or failing: keep the batches, back off, retry
                 metrics.INSERT_FAILURES.labels(self.spec.name).inc()
                 log.warning(
                     "insert failed, retrying",
                     extra={
                         "table": self.spec.name,
-                        "rows": len(batch.rows),
+                        "rows": sum(len(b.rows) for b in batches),
                         "decoder": "clickhouse" if in_clickhouse else "python",
                         "error": repr(exc)[:500],
                         "retry_s": backoff,
                     },
                 )
-                in_clickhouse, stored = False, None
+                in_clickhouse = False
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
-        self.inserted += inserted
-        self._observe(batch, inserted, self.undecodable - undecodable, time.monotonic() - started)
+        elapsed = time.monotonic() - started
+        for batch in group:  # the rest of a re-formed group is counted by its own partitions' owners
+            count = inserted.get(batch.partition, 0)
+            taken = len(batch.rows) if decoded is None else len(decoded.get(batch.partition, ()))
+            self.inserted += count
+            self._observe(batch, count, max(0, taken - count), elapsed)
 
-    def _observe(self, batch: Batch, inserted: int, skipped: int, insert_s: float) -> None:
+    async def _rest_of_group(self, group: Sequence[Batch]) -> list[Batch]:
+        """For a batch re-formed after a crash that was planned with others: the others, read from Kafka.
+
+        The same group makes the same insert with the same token, whoever owns those partitions
+        now: ClickHouse keeps one, and stores in the aggregates what an interrupted attempt left out.
+        """
+        if len(group) != 1 or group[0].planned is None or len(group[0].group) < 2:
+            return []
+        spans = {p: (first, last) for p, first, last in group[0].group if p != group[0].partition}
+        reader = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            client_id=sink_client(self.spec.name),
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+        )
+        await reader.start()
+        try:
+            tps = {TopicPartition(self.topic, p): span for p, span in spans.items()}
+            reader.assign(list(tps))
+            for tp, (first, _) in tps.items():
+                reader.seek(tp, first)
+            batches = {p: Batch(p, planned=span) for p, span in spans.items()}
+            pending = set(tps)
+            while pending:
+                fetched = await reader.getmany(*pending, timeout_ms=POLL_TIMEOUT_MS)
+                for tp, messages in fetched.items():
+                    for message in messages:
+                        if message.offset <= tps[tp][1]:
+                            self._add(batches[tp.partition], message)
+                for tp in list(pending):
+                    if await reader.position(tp) > tps[tp][1]:
+                        pending.discard(tp)
+            return list(batches.values())
+        finally:
+            await shutdown.close(reader.stop(), f"sink {self.spec.name} group reader")
+
+    def _add(self, batch: Batch, message: Any) -> None:
+        try:
+            version = self._version(message.headers)
+        except SchemaError as exc:  # our own topics: should not happen; never silently
+            self._undecodable(batch.partition, message.offset, exc)
+        else:
+            if version is not None:  # None: a control record, takes an offset, adds no row
+                batch.add(message.offset, message.value, version, message.timestamp / 1000)
+
+    def _observe(self, batch: Batch, inserted: int, filtered: int, insert_s: float) -> None:
         """One batch in ClickHouse: a handful of metric updates, whatever its size."""
         table = self.spec.name
         metrics.RECORDS.labels(table, "inserted").inc(inserted)
-        metrics.RECORDS.labels(table, "filtered").inc(max(0, len(batch.rows) - inserted - skipped))
+        metrics.RECORDS.labels(table, "filtered").inc(filtered)
         if batch.rows:
             metrics.BATCH_ROWS.labels(table).observe(len(batch.rows))
             # `started` is wall-clock time (the first record's Kafka timestamp at the latest).
@@ -425,34 +536,41 @@ class TableWriter:
         else:
             self.ready.discard(tp.partition)
 
-    async def _insert_avro(self, batch: Batch) -> int:
-        block = container(self.avro_header, batch.partition, [(o, v) for o, v, _ in batch.rows])
-        await self.clickhouse.insert_avro(
-            self.spec.name, block, self.spec.insert_columns, batch.token(self.spec.name)
-        )
-        return len(batch.rows)
+    async def _insert_avro(self, batches: Sequence[Batch], token: str) -> dict[int, int]:
+        """Insert the group as one Avro container, less the records already stored (by identity)."""
+        kept = {b.partition: b.rows for b in batches}
+        if self._identity_of is not None:
+            read = self._identity_of
+            heads = {b.partition: [(o, read(v)) for o, v, _ in b.rows] for b in batches}
+            stored = await self._stored([record for records in heads.values() for record in records])
+            for partition, records in new_group_rows(self.spec, heads, stored).items():
+                if len(records) < len(kept[partition]):
+                    keep = {offset for offset, _ in records}
+                    kept[partition] = [row for row in kept[partition] if row[0] in keep]
+        blocks = [(p, [(o, v) for o, v, _ in rows]) for p, rows in kept.items() if rows]
+        if blocks:
+            block = container_blocks(self.avro_header, blocks)
+            await self.clickhouse.insert_avro(self.spec.name, block, self.spec.insert_columns, token)
+        return {partition: len(rows) for partition, rows in kept.items()}
 
     async def _insert_decoded(
-        self, batch: Batch, decoded: list[tuple[int, Record]], stored: list[tuple[Any, ...]] | None
-    ) -> int:
-        """Insert the records not stored yet; `stored` as prefetched for the whole flush, or asked now.
-
-        A prefetched `stored` predates this flush's inserts, so the rows each insert adds join it
-        for the batches after: every batch is filtered as if it had asked after the one before.
-        """
-        if stored is None:
-            stored = await self._stored(decoded)
-        records = new_rows(self.spec, batch.partition, decoded, stored)
-        if records:
-            await self.clickhouse.insert(
-                self.spec.name,
-                self.spec.column_values(batch.partition, records),
-                self.spec.insert_columns,
-                batch.token(self.spec.name),
-            )
-            if self.spec.identity is not None:
-                stored.extend((*self.spec.identity(r), batch.partition, o) for o, r in records)
-        return len(records)
+        self, decoded: Mapping[int, list[tuple[int, Record]]], token: str
+    ) -> dict[int, int]:
+        """Insert the records not stored yet, the whole group's in one insert (one identity query)."""
+        stored = await self._stored([record for records in decoded.values() for record in records])
+        kept = new_group_rows(self.spec, decoded, stored)
+        values: list[list[Any]] = []
+        for partition, records in kept.items():
+            if records:
+                columns = self.spec.column_values(partition, records)
+                if values:
+                    for column, more in zip(values, columns, strict=True):
+                        column.extend(more)
+                else:
+                    values = columns
+        if values:
+            await self.clickhouse.insert(self.spec.name, values, self.spec.insert_columns, token)
+        return {partition: len(records) for partition, records in kept.items()}
 
     async def _stored(self, records: Sequence[tuple[int, Record]]) -> list[tuple[Any, ...]]:
         if self.spec.identity_sql is None or not records:
@@ -481,7 +599,9 @@ class TableWriter:
             plan = parse_plan(meta.metadata if meta else None)
             self.batches.pop(tp.partition, None)
             if plan is not None and meta is not None and plan[0] == meta.offset:
-                self.batches[tp.partition] = Batch(tp.partition, planned=plan)
+                self.batches[tp.partition] = Batch(
+                    tp.partition, planned=plan, group=parse_group(meta.metadata)
+                )
                 log.info(
                     "re-forming an interrupted batch",
                     extra={"table": self.spec.name, "partition": tp.partition, "plan": plan},
@@ -502,10 +622,16 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         # Re-formed batches not yet complete stay planned in Kafka for the next owner.
+        due = [
+            tp.partition
+            for tp in revoked
+            if tp.partition in self.writer.ready
+            and (batch := self.writer.batches.get(tp.partition)) is not None
+            and batch.planned is None
+        ]
+        if due:
+            await self.writer.flush_many(due)
         for tp in revoked:
-            batch = self.writer.batches.get(tp.partition)
-            if tp.partition in self.writer.ready and batch is not None and batch.planned is None:
-                await self.writer.flush(tp.partition)
             self.writer.batches.pop(tp.partition, None)
             self.writer.ready.discard(tp.partition)
 

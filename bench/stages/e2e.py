@@ -16,7 +16,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from bench import profile
+from bench import profile, sink_stages
 from bench.measure import Figure, StageResult, at_most, percentile
 from bench.plan import Plan
 from bench.stack import BenchStack, committed, preload, wait_http
@@ -56,7 +56,8 @@ def run(stack: BenchStack, plan: Plan) -> StageResult:
     )
     port = free_port()
     sink_dir = settings.data_dir / "sink"
-    sink = stack.start("sink", settings.with_overrides(data_dir=sink_dir))
+    sink_metrics = f"http://127.0.0.1:{(metrics_port := free_port())}/metrics"
+    sink = stack.start("sink", settings.with_overrides(data_dir=sink_dir, sink_metrics_port=metrics_port))
     stream = stack.start("stream", settings, "worker-0")
     ingest = stack.start("ingest", settings.with_overrides(ingest_port=port))
     wait_http(f"http://127.0.0.1:{port}/healthz")
@@ -73,6 +74,7 @@ def run(stack: BenchStack, plan: Plan) -> StageResult:
     acks_file = settings.data_dir / "acks.tsv"
     watch = TopicWatch(bootstrap, topics.conversions_attributed, CONVERSION).__enter__()
     time.sleep(3)  # the watcher joins its group and takes `latest` before the first postback
+    stages_before = sink_stages.scrape(sink_metrics)
     load = start_loadgen(
         port,
         "/postback?" + QUERY + f"&token={token}",
@@ -111,6 +113,7 @@ def run(stack: BenchStack, plan: Plan) -> StageResult:
     while acked.keys() - visible.keys() and time.monotonic() < deadline:
         poll()
     watch.__exit__()
+    stages = sink_stages.difference(sink_stages.scrape(sink_metrics), stages_before)
     latencies_ms = [(visible[rid] - at) * 1000 for rid, at in acked.items() if rid in visible]
     stream_ms = [(watch.seen[rid] - at) * 1000 for rid, at in acked.items() if rid in watch.seen]
     sink_ms = [
@@ -139,6 +142,7 @@ def run(stack: BenchStack, plan: Plan) -> StageResult:
         f"{percentile(stream_ms, 50):,.0f} ms, p99 {percentile(stream_ms, 99):,.0f} ms; "
         f"topic → visible (sink) p50 {percentile(sink_ms, 50):,.0f} ms, p99 {percentile(sink_ms, 99):,.0f} ms"
     )
+    result.notes += sink_stages.summary(stages, "conversion_versions")
     if plan.plot is not None and latencies_ms:
         from bench.plot import latency_plot
 

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 
 import fastavro
 import pytest
 
 from schemas import CLICK, Codec, all_versions
-from sinks.avro_block import container, header, with_position_fields, zigzag_varint
+from sinks.avro_block import (
+    container,
+    container_blocks,
+    header,
+    prefix_reader,
+    with_position_fields,
+    zigzag_varint,
+)
 
 CODEC = Codec(CLICK)
 SCHEMA = with_position_fields(all_versions()[CLICK][CODEC.version].declared)
@@ -48,3 +56,36 @@ def test_the_same_batch_gives_the_same_bytes() -> None:
 def test_position_fields_cannot_shadow_a_records_own() -> None:
     with pytest.raises(ValueError, match="kafka_offset"):
         with_position_fields(SCHEMA)
+
+
+def test_a_container_of_several_partitions_holds_a_block_each() -> None:
+    head = header(SCHEMA)
+    block = container_blocks(head, [(0, [(5, CODEC.encode(click(1)))]), (4, [(9, CODEC.encode(click(2)))])])
+    rows = list(fastavro.reader(io.BytesIO(block)))
+    assert [(r["click_id"], r["kafka_partition"], r["kafka_offset"]) for r in rows] == [
+        ("c1", 0, 5),
+        ("c2", 4, 9),
+    ]
+    assert container(head, 0, [(5, CODEC.encode(click(1)))]) == container_blocks(
+        head, [(0, [(5, CODEC.encode(click(1)))])]
+    )
+
+
+@pytest.mark.parametrize("n", [0, -1, 64, 2**40 + 3, -(2**63)])
+def test_the_prefix_reader_reads_the_leading_fields_off_a_datum(n: int) -> None:
+    schema = {"type": "record", "name": "r", "fields": [
+        {"name": "id", "type": "string"}, {"name": "n", "type": "long"},
+        {"name": "at", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+        {"name": "rest", "type": ["null", "string"]},
+    ]}  # fmt: skip
+    at = dt.datetime(2026, 12, 2, 23, 0, 0, 123_000, tzinfo=dt.UTC)
+    out = io.BytesIO()
+    fastavro.schemaless_writer(
+        out, fastavro.parse_schema(schema), {"id": "ü" * 70, "n": n, "at": at, "rest": "x"}
+    )
+    read = prefix_reader(schema, ["id", "n", "at"])
+    assert read is not None and read(out.getvalue()) == {"id": "ü" * 70, "n": n, "at": at}
+    assert prefix_reader(schema, ["n"]) is None  # not leading
+    assert prefix_reader(schema, ["id", "n", "at", "rest"]) is None  # a union: not an identity field
+    with pytest.raises(ValueError):
+        read(out.getvalue()[:5])  # a datum cut short is an error, never a made-up identity

@@ -5,7 +5,16 @@ from __future__ import annotations
 import time
 
 from sinks.tables import SPECS
-from sinks.writer import Batch, new_rows, parse_plan, poll_timeout_ms
+from sinks.writer import (
+    MAX_GROUP,
+    Batch,
+    form_groups,
+    group_token,
+    new_rows,
+    parse_group,
+    parse_plan,
+    poll_timeout_ms,
+)
 
 CONVERSIONS = next(s for s in SPECS if s.name == "conversion_versions")
 
@@ -17,6 +26,19 @@ def test_plan_and_token_name_exactly_the_offsets() -> None:
     assert (batch.plan, batch.token("clicks")) == ("batch:7-9", "clicks:3:7-9")
     assert parse_plan(batch.plan) == (7, 9)
     assert parse_plan("") is None and parse_plan("something else") is None
+
+
+def test_a_group_plan_names_every_batch_and_its_token_is_the_group_s() -> None:
+    batch = Batch(3, group=((3, 7, 9), (0, 2, 2)))
+    for offset in (7, 8, 9):
+        batch.add(offset, b"", 1)
+    assert batch.plan == "batch:7-9;with:0:2-2,3:7-9"
+    assert batch.token("clicks") == "clicks:0:2-2,3:7-9" == group_token("clicks", [(3, 7, 9), (0, 2, 2)])
+    assert parse_plan(batch.plan) == (7, 9)
+    assert parse_group(batch.plan) == ((0, 2, 2), (3, 7, 9))
+    assert parse_group("batch:7-9") == () and parse_group("batch:7-9;with:") == ()
+    replay = Batch(3, planned=(7, 9), group=parse_group(batch.plan))
+    assert replay.token("clicks") == batch.token("clicks") and replay.plan == batch.plan
 
 
 def test_a_re_formed_batch_keeps_its_planned_range_and_token() -> None:
@@ -97,3 +119,19 @@ def test_the_age_counts_from_when_the_first_record_was_written() -> None:
     skewed = Batch(0)
     skewed.add(1, b"", 1, written_at=now + 3600)  # a producer clock ahead of ours: counted from now
     assert skewed.started <= time.time() and not skewed.due(1000, 0.25)
+
+
+def test_small_batches_share_an_insert_and_full_ones_keep_their_own() -> None:
+    def batch(partition: int, rows: int) -> Batch:
+        b = Batch(partition)
+        for offset in range(rows):
+            b.add(offset, b"", 1)
+        return b
+
+    small = [batch(p, 10) for p in range(6)]
+    assert [[b.partition for b in g] for g in form_groups(small, 50_000)] == [[0, 1, 2, 3, 4, 5]]
+    assert [[b.partition for b in g] for g in form_groups(small, 25)] == [[0, 1], [2, 3], [4, 5]]
+    full = [batch(0, 30), batch(1, 5), batch(2, 30)]
+    assert [[b.partition for b in g] for g in form_groups(full, 30)] == [[0], [1], [2]]
+    many = [batch(p, 1) for p in range(MAX_GROUP + 1)]
+    assert [len(g) for g in form_groups(many, 50_000)] == [MAX_GROUP, 1]

@@ -1,8 +1,9 @@
-"""A flush of many partitions on the real engine: one plan commit, one identity query, one done commit.
+"""A flush of many partitions on the real engine: one plan commit, one identity query, one insert, one done.
 
 The identity filter is asked once for the whole flush; each batch is still filtered as if it
 had asked after the inserts before it, so a record re-emitted into another partition of the
-same flush is stored once, and one stored at an earlier offset is not stored again.
+same flush is stored once, and one stored at an earlier offset is not stored again. Every plan
+names the whole group, whose token the one insert carries.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from aiokafka import TopicPartition
 
 from postbacks.settings import Settings
 from schemas import CONVERSION, Codec
-from sinks.clickhouse import ClickHouse, insert_values
+from sinks.clickhouse import ClickHouse, insert_avro, insert_values
 from sinks.tables import SPECS
 from sinks.writer import TableWriter
 from tests.unit.sinks.test_clickhouse_schema import conversion, insert
@@ -39,6 +40,10 @@ class CountingClickHouse:
         self.tokens.append(token)
         insert_values(self.client, table, values, columns, token)
 
+    async def insert_avro(self, table: str, container: bytes, columns: Any, token: str) -> None:
+        self.tokens.append(token)
+        insert_avro(self.client, table, container, columns, token)
+
     async def query(self, sql: str, parameters: Any = None) -> list[tuple[Any, ...]]:
         self.queries += 1
         return [tuple(r) for r in self.client.query(sql, parameters=parameters).result_rows]
@@ -51,7 +56,9 @@ def message(offset: int, conversion_id: str) -> SimpleNamespace:
     )
 
 
-async def test_one_flush_of_three_partitions_filters_as_one_after_another(clickhouse_db: Any) -> None:
+async def test_one_flush_of_three_partitions_is_one_insert_filtered_as_one_after_another(
+    clickhouse_db: Any,
+) -> None:
     insert(
         clickhouse_db, "conversion_versions", [{**conversion(1, "approved", "1"), "conversion_id": "old"}], 5
     )
@@ -80,5 +87,9 @@ async def test_one_flush_of_three_partitions_filters_as_one_after_another(clickh
     ).result_rows
     assert [tuple(r) for r in stored] == [("a", 0, 0), ("b", 0, 1), ("c", 2, 1), ("old", 0, 5)]
     assert clickhouse.queries == 1
-    assert clickhouse.tokens == ["conversion_versions:0:0-1", "conversion_versions:2:0-1"]
-    assert commits == [{0: "batch:0-1", 1: "batch:0-0", 2: "batch:0-1"}, {0: "", 1: "", 2: ""}]
+    assert clickhouse.tokens == ["conversion_versions:0:0-1,1:0-0,2:0-1"]
+    group = ";with:0:0-1,1:0-0,2:0-1"
+    assert commits == [
+        {0: "batch:0-1" + group, 1: "batch:0-0" + group, 2: "batch:0-1" + group},
+        {0: "", 1: "", 2: ""},
+    ]

@@ -23,7 +23,7 @@ from postbacks.settings import Settings
 from schemas import CLICK, Codec
 from sinks.clickhouse import ClickHouse
 from sinks.tables import SPECS
-from sinks.writer import TableWriter
+from sinks.writer import Batch, TableWriter
 
 CLICKS = next(s for s in SPECS if s.name == "clicks")
 
@@ -139,3 +139,13 @@ async def test_a_refused_done_commit_leaves_the_plan_for_the_next_owner() -> Non
     # next re-forms it with the same token and ClickHouse drops the repeat.
     assert stored_offsets(clickhouse) == [0, 1]
     assert consumer.commits == [(0, 0, "batch:0-1")]
+
+
+async def test_stopping_leaves_an_incomplete_re_formed_batch_planned() -> None:
+    writer, consumer, clickhouse = writer_with_fakes()
+    tp = TopicPartition(writer.topic, 4)
+    writer._sought(tp, 10)
+    writer.batches[4] = Batch(4, planned=(10, 12))
+    await writer._take(4, messages(10, 11), writer.ready[4])  # 12 not fetched yet when the stop comes
+    await writer.flush_all()
+    assert clickhouse.inserts == [] and consumer.commits == []  # the plan stays for the next start
