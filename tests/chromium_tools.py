@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -102,6 +105,7 @@ def start_chromium(profile: str, width: int, height: int) -> tuple[subprocess.Po
             "--disable-gpu",
             "--disable-dev-shm-usage",
             "--no-first-run",
+            "--disable-crash-reporter",  # no crashpad handler outliving the browser
             "--remote-debugging-port=0",
             f"--user-data-dir={profile}",
             f"--window-size={width},{height}",
@@ -109,6 +113,7 @@ def start_chromium(profile: str, width: int, height: int) -> tuple[subprocess.Po
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its helpers (renderer, network, ...) in one group: stopped together
     )
     port_file = Path(profile) / "DevToolsActivePort"
     deadline = time.monotonic() + 60
@@ -143,9 +148,27 @@ async def chromium(width: int = 1440, height: int = 900) -> AsyncIterator[Page]:
                     )
                     yield page
         finally:
-            process.terminate()
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_chromium(process)
+
+
+def stop_chromium(process: subprocess.Popen[bytes]) -> None:
+    """Stop the browser and every helper process it started, before its profile dir is removed.
+
+    The browser's own exit is not enough: a helper still writing into the profile made the
+    directory's removal fail ("Directory not empty: 'Default'", seen in test_overview).
+    """
+    group = process.pid  # its own session: the group id is its pid
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGTERM)
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    deadline = time.monotonic() + 15
+    for _ in range(400):  # 20 s at most: killed helpers nobody reaps stay in the group as zombies
+        try:
+            os.killpg(group, signal.SIGKILL if time.monotonic() > deadline else 0)
+        except ProcessLookupError:
+            return  # no process of the group is left
+        time.sleep(0.05)
