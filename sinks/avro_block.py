@@ -24,29 +24,16 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from schemas.varint import encode_long, read_long
 from sinks.tables import OFFSET_COLUMNS
 
 MAGIC = b"Obj\x01"
 # Any 16 bytes will do; a constant one makes a batch's container the same bytes on every attempt.
 SYNC = b"postbacks.sink.1"
-_ONE_BYTE = [bytes([n]) for n in range(0x80)]
-
-
-def zigzag_varint(n: int) -> bytes:
-    """Avro's encoding of an int or long: zigzag, then 7 bits a byte, low bits first."""
-    z = (n << 1) ^ (n >> 63)
-    if z < 0x80:
-        return _ONE_BYTE[z]
-    out = bytearray()
-    while z >= 0x80:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    out.append(z)
-    return bytes(out)
 
 
 def _bytes(value: bytes) -> bytes:
-    return zigzag_varint(len(value)) + value
+    return encode_long(len(value)) + value
 
 
 def with_position_fields(schema: Mapping[str, Any]) -> dict[str, Any]:
@@ -66,7 +53,7 @@ def header(schema: Mapping[str, Any]) -> bytes:
     """The container header for datums of `schema` (already extended by `with_position_fields`)."""
     text = json.dumps(schema, separators=(",", ":")).encode()
     meta = _bytes(b"avro.schema") + _bytes(text) + _bytes(b"avro.codec") + _bytes(b"null")
-    return MAGIC + zigzag_varint(2) + meta + zigzag_varint(0) + SYNC
+    return MAGIC + encode_long(2) + meta + encode_long(0) + SYNC
 
 
 def container(head: bytes, partition: int, records: Sequence[tuple[int, bytes]]) -> bytes:
@@ -82,37 +69,23 @@ def container_blocks(head: bytes, blocks: Sequence[tuple[int, Sequence[tuple[int
     """`container` of several partitions' records: one block each, in one file (one insert)."""
     out = [head]
     for partition, records in blocks:
-        suffix = zigzag_varint(partition)
+        suffix = encode_long(partition)
         parts: list[bytes] = []
         append = parts.append
         for offset, datum in records:
             append(datum)
             append(suffix)
-            append(zigzag_varint(offset))
+            append(encode_long(offset))
         body = b"".join(parts)
-        out += (zigzag_varint(len(records)), zigzag_varint(len(body)), body, SYNC)
+        out += (encode_long(len(records)), encode_long(len(body)), body, SYNC)
     return b"".join(out)
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    """A zigzag varint at `pos`: (value, position after it)."""
-    shift = z = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        z |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return (z >> 1) ^ -(z & 1), pos
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint too long")
-
-
 def _read_string(data: bytes, pos: int) -> tuple[Any, int]:
-    size, pos = _varint(data, pos)
+    size, pos = read_long(data, pos)
     end = pos + size
     if size < 0 or end > len(data):
         raise ValueError("string past the end of the datum")
@@ -120,14 +93,14 @@ def _read_string(data: bytes, pos: int) -> tuple[Any, int]:
 
 
 def _read_timestamp_millis(data: bytes, pos: int) -> tuple[Any, int]:
-    millis, pos = _varint(data, pos)
+    millis, pos = read_long(data, pos)
     return _EPOCH + dt.timedelta(milliseconds=millis), pos
 
 
 _READERS: dict[str, Callable[[bytes, int], tuple[Any, int]]] = {
     "string": _read_string,
-    "int": _varint,
-    "long": _varint,
+    "int": read_long,
+    "long": read_long,
     "timestamp-millis": _read_timestamp_millis,
 }
 

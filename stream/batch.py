@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from schemas import CLICK, CLICK_STATE, POSTBACK_RAW, STREAM_TICK, Codec, SchemaError, all_versions, latest
-from stream.click_splice import ClickSplicer, Truncated, encode_long
+from schemas.varint import Truncated, encode_long
+from stream.click_splice import ClickSplicer
 from stream.decide import Decider, Emit
 from stream.state import STATE_CLICK_FIELDS, ClickState, PendingIndex, StateCodec
 from stream.state_bytes import StateWriter, WrittenParts

@@ -19,31 +19,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-
-class Truncated(ValueError):
-    """The bytes end inside a field: not a click of this version (the general path will say so)."""
-
-
-def _long(buf: bytes, pos: int) -> tuple[int, int]:
-    """An Avro long (zig-zag varint) at `pos`: its value and the position after it."""
-    shift = result = 0
-    while True:
-        if pos >= len(buf):
-            raise Truncated("varint runs past the end")
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return (result >> 1) ^ -(result & 1), pos
-        shift += 7
+from schemas.varint import Truncated, read_long
 
 
 def _skip_long(buf: bytes, pos: int) -> int:
-    return _long(buf, pos)[1]
+    return read_long(buf, pos)[1]
 
 
 def _skip_string(buf: bytes, pos: int) -> int:
-    size, pos = _long(buf, pos)
+    size, pos = read_long(buf, pos)
     end = pos + size
     if size < 0 or end > len(buf):
         raise Truncated("string runs past the end")
@@ -52,28 +36,17 @@ def _skip_string(buf: bytes, pos: int) -> int:
 
 def _skip_string_map(buf: bytes, pos: int) -> int:
     while True:
-        count, pos = _long(buf, pos)
+        count, pos = read_long(buf, pos)
         if count == 0:
             return pos
         if count < 0:  # a block with its byte size first
             count = -count
-            _, pos = _long(buf, pos)
+            _, pos = read_long(buf, pos)
         for _ in range(count):
             pos = _skip_string(buf, _skip_string(buf, pos))
 
 
 _STRING, _LONG, _OPTIONAL, _MAP = range(4)
-
-
-def encode_long(value: int) -> bytes:
-    """An Avro long: zig-zag, then 7 bits a byte, low bits first."""
-    n = (value << 1) ^ (value >> 63)
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def _kind(kind: Any) -> int | None:
@@ -131,7 +104,7 @@ class ClickSplicer:
         """(click_id, clicked_at, offer_id, the state's click record encoded); Truncated if not a click.
 
         One pass over the fields; a length or a union branch below 64 is one byte (the usual
-        case here), read inline, anything longer through `_long`.
+        case here), read inline, anything longer through `read_long`.
         """
         size = len(value)
         starts: list[int] = []
@@ -165,7 +138,7 @@ class ClickSplicer:
         starts.append(pos)
         kept = b"".join(value[starts[first] : starts[last + 1]] for first, last in self._runs)
         click_id = _string_at(value, starts[self._id])
-        clicked_at, _ = _long(value, starts[self._at])
+        clicked_at, _ = read_long(value, starts[self._at])
         offer_id = _string_at(value, starts[self._offer])
         return click_id, clicked_at, offer_id, kept
 
@@ -175,5 +148,5 @@ def _bad_length() -> int:
 
 
 def _string_at(buf: bytes, pos: int) -> str:
-    size, start = _long(buf, pos)
+    size, start = read_long(buf, pos)
     return buf[start : start + size].decode()

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from schemas import CLICK_STATE, latest
+from schemas.varint import encode_long
 from schemas.writer import compile_writer
-from stream.click_splice import encode_long
 from stream.state import ClickState, Decision
 
 Encoder = Callable[[Mapping[str, Any]], bytes]

@@ -15,7 +15,6 @@ from sinks.avro_block import (
     header,
     prefix_reader,
     with_position_fields,
-    zigzag_varint,
 )
 
 CODEC = Codec(CLICK)
@@ -25,15 +24,6 @@ SCHEMA = with_position_fields(all_versions()[CLICK][CODEC.version].declared)
 def click(n: int, **fields: object) -> dict[str, object]:
     return {"click_id": f"c{n}", "clicked_at": 1_700_000_000_000 + n, "offer_id": "o", "publisher_id": "p",
             "ip": "192.0.2.1", **fields}  # fmt: skip
-
-
-@pytest.mark.parametrize(
-    "n", [0, 1, -1, 63, 64, -65, 127, 128, 300, 2**31 - 1, 2**40 + 3, 2**63 - 1, -(2**63)]
-)
-def test_zigzag_varint_is_avros_long(n: int) -> None:
-    out = io.BytesIO()
-    fastavro.schemaless_writer(out, {"type": "long"}, n)
-    assert zigzag_varint(n) == out.getvalue()
 
 
 def test_a_container_reads_back_as_the_records_with_their_positions() -> None:

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from postbacks.settings import Settings
 from schemas import CLICK, Codec
+from schemas.varint import Truncated
 from stream.batch import BatchDecider, Source
-from stream.click_splice import Truncated, encode_long
 from stream.decide import Decider
 from tests.unit.stream.conftest import CATALOG, CLICK_AT, click
 
@@ -66,17 +66,6 @@ def test_the_spliced_state_is_fastavros_encoding_of_the_decided_state(record: di
     assert key == record["click_id"].encode() and emits == [] and state is not None
     assert written.value == BATCH.codec.dump_state(state)
     assert BATCH.codec.load_state(written.value) == state
-
-
-@pytest.mark.parametrize("n", [0, 1, 63, 64, -1, -64, -65, 2**40, -(2**40), 2**62])
-def test_longs_are_avros_zigzag_varints(n: int) -> None:
-    import io
-
-    import fastavro
-
-    out = io.BytesIO()
-    fastavro.schemaless_writer(out, "long", n)
-    assert encode_long(n) == out.getvalue()
 
 
 def test_bytes_that_are_not_a_whole_click_are_declined() -> None:

@@ -1,0 +1,46 @@
+"""Avro longs one at a time (schemas/varint.py): fastavro's bytes, read back, refused when cut or too long."""
+
+from __future__ import annotations
+
+import io
+
+import fastavro
+import pytest
+
+from schemas.varint import Truncated, encode_long, read_long
+
+LONGS = [
+    0,
+    1,
+    -1,
+    63,
+    64,
+    -64,
+    -65,
+    127,
+    128,
+    300,
+    2**31 - 1,
+    2**40 + 3,
+    -(2**40),
+    2**62,
+    2**63 - 1,
+    -(2**63),
+]
+
+
+@pytest.mark.parametrize("n", LONGS)
+def test_a_long_is_avros_zigzag_varint_and_reads_back(n: int) -> None:
+    out = io.BytesIO()
+    fastavro.schemaless_writer(out, {"type": "long"}, n)
+    assert encode_long(n) == out.getvalue()
+    assert read_long(b"\x07" + out.getvalue() + b"\x09", 1) == (n, 1 + len(out.getvalue()))
+
+
+def test_a_cut_or_overlong_varint_is_refused() -> None:
+    with pytest.raises(Truncated):
+        read_long(encode_long(2**40)[:-1], 0)
+    with pytest.raises(Truncated):
+        read_long(b"", 0)
+    with pytest.raises(Truncated):
+        read_long(b"\xff" * 10 + b"\x01", 0)  # 11 bytes: beyond 64 bits
