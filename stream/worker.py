@@ -52,6 +52,8 @@ def build(settings: Settings) -> StreamApp:
             "plugins": plugins,
             "worker": settings.stream_worker_name,
             "store": settings.stream_store,
+            # "basic" means ua-parser's pure-Python parser: ~30x slower per unseen user agent.
+            "ua_parser": device.resolver(),
             "app_id": stream.app.conf.id,
         },
     )
