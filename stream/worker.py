@@ -70,13 +70,22 @@ def serve_metrics(settings: Settings, stream: StreamApp) -> None:
 
 
 class _Worker(faust.Worker):
-    """Faust's worker, whose stop on SIGTERM/SIGINT ends within SHUTDOWN_TIMEOUT_S (postbacks.shutdown)."""
+    """Faust's worker, whose stop ends within SHUTDOWN_TIMEOUT_S (postbacks.shutdown), whatever began it.
+
+    SIGTERM/SIGINT, and a crash too: Faust stops the worker when a service crashes, and that stop
+    commits first, which needs the broker. After a cluster failover one such commit waited for
+    ever, and the worker neither worked nor exited (so nothing restarted it).
+    """
 
     shutdown_timeout_s = Settings().shutdown_timeout_s
 
     def _schedule_shutdown(self, signal: Any) -> None:
         shutdown.arm(self.shutdown_timeout_s, "stream")
         super()._schedule_shutdown(signal)
+
+    async def stop(self) -> None:
+        shutdown.arm(self.shutdown_timeout_s, "stream")
+        await super().stop()
 
 
 def run(settings: Settings) -> None:

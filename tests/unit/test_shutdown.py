@@ -1,4 +1,4 @@
-"""postbacks.shutdown.close: a client's stop that raises CancelledError on its own is not a crash."""
+"""postbacks.shutdown: a stop tripping on its own cancelled request ends; a stream stop has the deadline."""
 
 from __future__ import annotations
 
@@ -30,3 +30,23 @@ def test_a_real_cancellation_of_the_caller_still_propagates() -> None:
 
     with pytest.raises(asyncio.CancelledError):
         asyncio.run(main())
+
+
+def test_a_stream_worker_stopping_for_any_reason_has_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Faust stops the worker on a crash too, not only on a signal; that stop commits and can hang."""
+    import faust
+
+    from stream.worker import _Worker
+
+    armed: list[tuple[float, str]] = []
+    stopped: list[bool] = []
+
+    async def faust_stop(self: object) -> None:
+        stopped.append(True)
+
+    monkeypatch.setattr(shutdown, "arm", lambda timeout_s, service: armed.append((timeout_s, service)))
+    monkeypatch.setattr(faust.Worker, "stop", faust_stop)
+    worker = _Worker.__new__(_Worker)
+    worker.shutdown_timeout_s = 7.5
+    asyncio.run(worker.stop())
+    assert armed == [(7.5, "stream")] and stopped == [True]
