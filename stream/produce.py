@@ -13,26 +13,11 @@ and in the order given within a partition. A batch larger than the producer's
 `max_batch_size` is cut into several, handed over in order. Nothing is weakened:
 the futures resolve when the broker acknowledges the batch (acks=all), and the caller
 registers them where the commit waits for them (stream/changelog_buffer.py).
-
-Handed over in the background. aiokafka keeps one undrained batch per partition: a
-second `send_batch` for a partition waits until the first has gone into a produce
-request, and the producer has one request in flight per broker. Awaited inline, every
-fetch's sends waited for the previous fetch's round trip to the broker, and the worker
-sat idle for it (the click path spent ~45% of its time there). So `send` builds the
-batches, queues them with a future each and returns; one task hands the queue to
-aiokafka in order (so a partition's batches keep their order, across fetches too) and
-resolves each future with its batch's acknowledgement. The caller's guarantees hold
-as before: a future is registered for the commit before the records are marked done,
-and it resolves only on the broker's acknowledgement, or fails with the error that
-stopped the hand-over (every later batch fails with it too: nothing after a lost batch
-may be acknowledged as if the order held). The queue is bounded: past `max_queued`
-batches, `send` waits, so a slow broker slows the worker instead of filling memory.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -65,20 +50,12 @@ class SentBatch:
 
 
 class BatchSender:
-    def __init__(self, producer: Any, max_queued: int = 512) -> None:
+    def __init__(self, producer: Any) -> None:
         self._producer = producer  # aiokafka.AIOKafkaProducer, started
         self._known: set[str] = set()
-        self._queue: deque[tuple[str, int, Any, asyncio.Future[Any]]] = deque()
-        self._max_queued = max_queued
-        self._room = asyncio.Event()  # set while the queue has room
-        self._room.set()
-        self._failure: BaseException | None = None
-        self._task: asyncio.Task[None] | None = None
 
     async def send(self, records: Iterable[Outgoing]) -> list[SentBatch]:
-        """Append every record to its partition's batch, queue the batches, return their futures."""
-        if self._failure is not None:
-            raise self._failure
+        """Append every record to its partition's batch, then hand each batch over in turn."""
         producer = self._producer
         batches: dict[tuple[str, int], list[Any]] = {}
         partitioned: dict[str, Any] = {}
@@ -98,51 +75,13 @@ class BatchSender:
                 if builders[-1].append(timestamp=None, key=key, value=value, headers=headers) is None:
                     size = len(value or b"")
                     raise ValueError(f"a record of {size} bytes exceeds the producer's batch size")
-        if not batches:
-            return []
-        loop = asyncio.get_running_loop()
         sent = []
-        queue = self._queue
         for (topic, partition), builders in batches.items():
             for builder in builders:
-                delivery: asyncio.Future[Any] = loop.create_future()
-                queue.append((topic, partition, builder, delivery))
-                sent.append(SentBatch(topic, partition, builder.record_count(), delivery))
-        if self._task is None or self._task.done():  # a task while there is something to hand over
-            self._task = loop.create_task(self._hand_over(), name="stream-batch-sender")
-        if len(queue) >= self._max_queued:
-            self._room.clear()
-            await self._room.wait()
+                count = builder.record_count()
+                delivery = await producer.send_batch(builder, topic, partition=partition)
+                sent.append(SentBatch(topic, partition, count, delivery))
         return sent
-
-    async def _hand_over(self) -> None:
-        """The queue to aiokafka, in order; each batch's future follows its acknowledgement.
-
-        Ends when the queue is empty (the next `send` starts another): no task outlives the
-        work, so none is left pending when the worker stops.
-        """
-        producer, queue = self._producer, self._queue
-        try:
-            while queue:
-                topic, partition, builder, delivery = queue[0]
-                acknowledged = await producer.send_batch(builder, topic, partition=partition)
-                queue.popleft()
-                _follow(acknowledged, delivery)
-                if not self._room.is_set() and len(queue) < self._max_queued // 2:
-                    self._room.set()
-        except BaseException as exc:
-            self._fail(exc)
-            if not isinstance(exc, Exception):
-                raise
-
-    def _fail(self, exc: BaseException) -> None:
-        if self._failure is None:
-            self._failure = exc
-        while self._queue:
-            delivery = self._queue.popleft()[3]
-            if not delivery.done():
-                delivery.set_exception(self._failure)
-        self._room.set()  # a waiting `send` returns; the next one raises
 
     async def _partitioner(self, topic: str) -> Any:
         """The producer's partitioner over the topic's partitions, as `send` would call it."""
@@ -166,19 +105,3 @@ class BatchSender:
             return partition
 
         return choose
-
-
-def _follow(acknowledged: asyncio.Future[Any], delivery: asyncio.Future[Any]) -> None:
-    """Resolve `delivery` as `acknowledged` resolves (aiokafka's future of the batch)."""
-
-    def done(ack: asyncio.Future[Any]) -> None:
-        if delivery.done():
-            return
-        if ack.cancelled():
-            delivery.set_exception(asyncio.CancelledError("the producer dropped the batch"))
-        elif ack.exception() is not None:
-            delivery.set_exception(ack.exception())  # type: ignore[arg-type]
-        else:
-            delivery.set_result(ack.result())
-
-    acknowledged.add_done_callback(done)
