@@ -97,12 +97,12 @@ ORDER BY kind, stage, reason
 def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str) -> str:
     if fmt == "json":
         return json.dumps([dict(zip(columns, row, strict=True)) for row in rows], default=str, indent=2)
-    if fmt == "csv":
+    if fmt == "csv":  # Unix line ends, and none after the last row: the caller prints one
         out = io.StringIO()
-        writer = csv.writer(out)
+        writer = csv.writer(out, lineterminator="\n")
         writer.writerow(columns)
         writer.writerows(rows)
-        return out.getvalue()
+        return out.getvalue().removesuffix("\n")
     cells = [list(columns)] + [["" if v is None else str(v) for v in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
