@@ -76,6 +76,20 @@ def test_bytes_that_are_not_a_whole_click_are_declined() -> None:
             splicer.splice(cut)
 
 
+@settings(max_examples=100, deadline=None)
+@given(clicks(), st.binary(min_size=1, max_size=3))
+def test_every_cut_of_a_click_and_every_extra_byte_is_declined(record: dict[str, Any], extra: bytes) -> None:
+    """The generated reads turn running off the end into Truncated, never an IndexError or a wrong state."""
+    value = CLICKS.encode(record)
+    splicer = BATCH.splicers[CLICKS.version]
+    assert splicer.splice(value)[0] == record["click_id"]
+    for end in range(len(value)):
+        with pytest.raises(Truncated):
+            splicer.splice(value[:end])
+    with pytest.raises(Truncated):
+        splicer.splice(value + extra)
+
+
 def test_a_known_click_takes_the_general_path() -> None:
     """A replayed click changes nothing: the spliced path must not overwrite its state."""
     value = CLICKS.encode(click("c1", at=CLICK_AT))
