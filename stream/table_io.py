@@ -25,6 +25,7 @@ from typing import Any
 from faust.stores.memory import Store as MemoryStore
 from faust.stores.rocksdb import Store as RocksStore
 from faust.types import TP
+from rocksdict import WriteBatch
 
 from stream.batch import Written
 from stream.changelog_buffer import DrainingProducerBuffer
@@ -65,18 +66,23 @@ class TableIO:
             raise TypeError(f"unsupported table store {type(store).__name__}")
         topic = self.topic
         records = []
+        batches: dict[int, WriteBatch] = {}
         for key, written in writes.items():
             partition, value = written.partition, written.value
             if rocks:
-                db = store._db_for_partition(partition)
+                # One RocksDB write batch a partition: half the cost of a put a key, and the
+                # batch's states land in the local store together.
+                batch = batches.get(partition)
+                if batch is None:
+                    batch = batches[partition] = WriteBatch(raw_mode=True)
                 if value is None:
-                    db.delete(key)
+                    batch.delete(key)
                     store._key_index.pop(key, None)
                 else:
                     # Faust's key->partition index (a locked LRU) only speeds up its own reads
                     # without a partition; they search the partitions when a key is not in it.
                     # Filling it cost a third of this loop; a key never changes partition.
-                    db.put(key, value)
+                    batch.put(key, value)
             elif value is None:
                 store.data.pop(key, None)
                 store._key_partition.pop(key, None)
@@ -84,6 +90,8 @@ class TableIO:
                 store.data[key] = value
                 store._key_partition[key] = partition
             records.append(Outgoing(topic, key, value, None, partition))
+        for partition, batch in batches.items():
+            store._db_for_partition(partition).write(batch)
         return records
 
     def track(self, sent: Iterable[SentBatch], buffer: DrainingProducerBuffer) -> None:
