@@ -93,6 +93,8 @@ class Batch:
     # Every batch of the group it was (or is being) planned and inserted with, itself included;
     # empty when it went alone.
     group: tuple[Span, ...] = ()
+    # The schema versions among its rows (one or two), so a flush need not look at every row.
+    versions: set[int] = field(default_factory=set)
 
     def add(self, offset: int, value: bytes, version: int, written_at: float | None = None) -> None:
         if not self.rows:
@@ -101,6 +103,7 @@ class Batch:
             self.started = now if written_at is None else min(now, written_at)
             self.taken = now
         self.rows.append((offset, value, version))
+        self.versions.add(version)
 
     @property
     def first(self) -> int:
@@ -295,6 +298,9 @@ class TableWriter:
         if not self.ready.current(partition, seek):
             return  # fetched before the plan was read or before a seek back: they come again
         batch = self.batches.setdefault(partition, Batch(partition))
+        if batch.planned is None:
+            self._add_all(batch, messages)  # an open batch takes them all: nothing to flush on the way
+            return
         for message in messages:
             if batch.planned is not None and message.offset > batch.planned[1]:
                 await self.flush(partition)  # the re-formed batch ends here, exactly as planned
@@ -307,6 +313,27 @@ class TableWriter:
                 if not self.ready.current(partition, seek):
                     return
                 batch = self.batches.setdefault(partition, Batch(partition))
+
+    def _add_all(self, batch: Batch, messages: Sequence[Any]) -> None:
+        """`_add` for each record, with what is per record kept to a lookup and an append.
+
+        The sink's main thread is its bound (the Kafka client's records, then this loop): the
+        headers' version comes from the cache `_version` fills, and the row goes straight in.
+        """
+        known, rows, versions = self._versions, batch.rows, batch.versions
+        for message in messages:
+            try:
+                version = known[message.headers]
+            except (KeyError, TypeError):  # headers not seen yet (or a list): the full path
+                self._add(batch, message)
+                continue
+            if version is None:
+                continue  # a mark: takes an offset, adds no row
+            if rows:
+                rows.append((message.offset, message.value, version))
+                versions.add(version)
+            else:
+                batch.add(message.offset, message.value, version, message.timestamp / 1000)
 
     def _version(self, headers: Any) -> int | None:
         """The schema version a record was written with, from its headers; None for a mark."""
@@ -408,9 +435,7 @@ class TableWriter:
 
     def _in_clickhouse(self, batches: Sequence[Batch]) -> bool:
         """ClickHouse decodes the batches itself when it can (sinks/avro_block.py)."""
-        return self._avro and all(
-            version == self.codec.version for batch in batches for _, _, version in batch.rows
-        )
+        return self._avro and all(batch.versions <= {self.codec.version} for batch in batches)
 
     async def _insert_group(self, group: Sequence[Batch]) -> None:
         """Insert one planned group with its token in one call, retrying until ClickHouse takes it."""
@@ -547,7 +572,7 @@ class TableWriter:
                 if len(records) < len(kept[partition]):
                     keep = {offset for offset, _ in records}
                     kept[partition] = [row for row in kept[partition] if row[0] in keep]
-        blocks = [(p, [(o, v) for o, v, _ in rows]) for p, rows in kept.items() if rows]
+        blocks = [(p, rows) for p, rows in kept.items() if rows]
         if blocks:
             block = container_blocks(self.avro_header, blocks)
             await self.clickhouse.insert_avro(self.spec.name, block, self.spec.insert_columns, token)

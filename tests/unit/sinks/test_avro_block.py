@@ -7,6 +7,8 @@ import io
 
 import fastavro
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from schemas import CLICK, Codec, all_versions
 from sinks.avro_block import (
@@ -59,6 +61,28 @@ def test_a_container_of_several_partitions_holds_a_block_each() -> None:
     assert container(head, 0, [(5, CODEC.encode(click(1)))]) == container_blocks(
         head, [(0, [(5, CODEC.encode(click(1)))])]
     )
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 2**31 - 1),
+            st.lists(st.integers(0, 2**63 - 1) | st.integers(0, 300), max_size=80).map(sorted),
+        ),
+        max_size=4,
+    )
+)
+def test_every_offset_is_written_as_avro_writes_it(partitions: list[tuple[int, list[int]]]) -> None:
+    """The position suffix, built from a table and the offset's high bits, is fastavro's encoding."""
+    head = header(SCHEMA)
+    datum = CODEC.encode(click(1))
+    blocks = [(p, [(o, datum) for o in offsets]) for p, offsets in partitions]
+    rows = list(fastavro.reader(io.BytesIO(container_blocks(head, blocks))))
+    assert [(r["kafka_partition"], r["kafka_offset"]) for r in rows] == [
+        (p, o) for p, offsets in partitions for o in offsets
+    ]
+    pending = [(p, [(o, datum, CODEC.version) for o in offsets]) for p, offsets in partitions]
+    assert container_blocks(head, pending) == container_blocks(head, blocks)
 
 
 @pytest.mark.parametrize("n", [0, -1, 64, 2**40 + 3, -(2**63)])

@@ -20,7 +20,7 @@ from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError
 
 from postbacks.settings import Settings
-from schemas import CLICK, Codec
+from schemas import CLICK, STREAM_TICK, Codec
 from sinks.clickhouse import ClickHouse
 from sinks.tables import SPECS
 from sinks.writer import Batch, TableWriter
@@ -149,3 +149,36 @@ async def test_stopping_leaves_an_incomplete_re_formed_batch_planned() -> None:
     await writer._take(4, messages(10, 11), writer.ready[4])  # 12 not fetched yet when the stop comes
     await writer.flush_all()
     assert clickhouse.inserts == [] and consumer.commits == []  # the plan stays for the next start
+
+
+async def test_an_open_batch_takes_a_fetch_as_record_by_record_adds_would() -> None:
+    """The fast path (`_add_all`) against `_add` per record: same rows, marks skipped, versions kept."""
+    writer, _, _ = writer_with_fakes()
+    tick = Codec(STREAM_TICK)
+    fetched = messages(3, 4, 5, 6)
+    for message in fetched:
+        message.headers = tuple(message.headers)  # as aiokafka hands them over
+    fetched[2].headers = tuple(tick.headers)  # the stream's clock mark: an offset, no row
+    fetched[2].timestamp = 0.0
+    fetched[3].headers = list(CODEC.headers)  # unhashable headers take the full path
+    fetched[0].timestamp = 1_000.0  # the first record's Kafka time starts the batch's age
+    writer._sought(TopicPartition(writer.topic, 0), 3)
+    await writer._take(0, fetched, writer.ready[0])
+    expected = Batch(0)
+    for message in fetched:
+        writer._add(expected, message)
+    batch = writer.batches[0]
+    assert batch.rows == expected.rows and [row[0] for row in batch.rows] == [3, 4, 6]
+    assert batch.versions == {CODEC.version} and batch.started == 1.0
+    assert writer._in_clickhouse([batch])
+
+
+async def test_a_group_with_a_record_of_an_older_version_is_decoded_in_python() -> None:
+    conversions = next(s for s in SPECS if s.name == "conversion_versions")
+    writer = TableWriter(conversions, Settings(), cast(ClickHouse, FakeClickHouse()))
+    newest, older = Batch(0), Batch(1)
+    newest.add(1, b"", writer.codec.version)
+    older.add(1, b"", writer.codec.version)
+    older.add(2, b"", writer.codec.version - 1)
+    assert older.versions == {writer.codec.version - 1, writer.codec.version}
+    assert writer._in_clickhouse([newest]) and not writer._in_clickhouse([newest, older])
