@@ -11,6 +11,10 @@ materialized views, its new parts), so a flush of six small batches costs one in
 A batch is due at `sink_batch_rows` or once its first record was written `sink_max_age_ms` ago,
 but a flush by age waits as long as the previous flush took (so slow inserts grow the batches
 instead of saturating the engine); the batches due together share one plan commit and one done commit.
+The run loop does not wait for an insert: it goes on fetching and taking the next records while
+ClickHouse inserts, and finishes the flush (waits for the insert, commits the done offsets) before
+planning the next one, before a rebalance goes ahead, and at the end. At most one flush is in flight,
+so a partition's plan is never committed before the batch before it is done.
 After a crash anywhere in between, the restarted writer finds the plan in the committed metadata
 and re-forms exactly that batch; a batch planned with others is inserted again with the records
 of the whole group (the others' planned ranges read straight from Kafka, whoever owns them now)
@@ -27,8 +31,8 @@ Records the stream may have re-emitted after its own crash (the same conversion
 version or request id at a new offset) are dropped if already stored at another
 offset, so a replayed batch is filtered exactly as the first attempt was.
 
-While ClickHouse is unavailable the writer retries with backoff and stops fetching:
-offsets stay uncommitted, memory stays bounded by the batches in hand.
+While ClickHouse is unavailable the writer retries with backoff and, once the next batch is full,
+stops fetching: offsets stay uncommitted, memory stays bounded by the batches in hand.
 """
 
 from __future__ import annotations
@@ -63,6 +67,9 @@ MAX_BACKOFF_S = 10.0
 
 # How long a poll waits for records: bounds only the wait on an idle topic (and a stop's delay).
 POLL_TIMEOUT_MS = 200
+# While an insert is in flight: how long a fetch waits at most, so that its done commit and the
+# batches due behind it go soon after it ends.
+INFLIGHT_POLL_MS = 20
 _PLAN = re.compile(r"^batch:(\d+)-(\d+)(?:;with:(\d+:\d+-\d+(?:,\d+:\d+-\d+)*))?$")
 _SPAN = re.compile(r"(\d+):(\d+)-(\d+)")
 # Partitions inserted together at most: every batch's plan names the whole group, and a commit's
@@ -134,6 +141,17 @@ class Batch:
         if self.planned is not None:
             return False  # only `complete` flushes a re-formed batch
         return bool(self.rows) and (len(self.rows) >= max_rows or time.time() - self.started >= max_wait_s)
+
+
+@dataclass(frozen=True, slots=True)
+class _InFlight:
+    """A flush whose batches are planned and being inserted; its done commit comes in `_finish`."""
+
+    batches: list[Batch]
+    insert: asyncio.Task[None]
+    started: float  # wall clock, for the calm period after it
+    planned: float  # perf_counter when the plan was committed and the insert started
+    plan_s: float
 
 
 def form_groups(batches: Sequence[Batch], max_rows: int) -> list[list[Batch]]:
@@ -246,6 +264,9 @@ class TableWriter:
         self.undecodable = 0
         # No flush by age before this (wall clock): the last flush's duration after its end.
         self._calm_until = 0.0
+        # At most one flush in flight (planned, inserting); its done commit before the next plan.
+        self._inflight: _InFlight | None = None
+        self._flush_lock = asyncio.Lock()
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap_servers,
             group_id=self.group,
@@ -267,25 +288,30 @@ class TableWriter:
         max_rows, max_age = self.settings.sink_batch_rows, self.settings.sink_max_age_ms / 1000
         try:
             while not stop.is_set():
+                if self._inflight_done():
+                    await self._finish()
                 now = time.time()
-                wait_ms = poll_timeout_ms(self.batches.values(), max_age, now)
-                fetched = await self.consumer.getmany(
-                    timeout_ms=min(POLL_TIMEOUT_MS, max(wait_ms, round((self._calm_until - now) * 1000))),
-                    max_records=max_rows,
-                )
+                if self._inflight is None:
+                    wait_ms = poll_timeout_ms(self.batches.values(), max_age, now)
+                    wait_ms = min(POLL_TIMEOUT_MS, max(wait_ms, round((self._calm_until - now) * 1000)))
+                else:
+                    wait_ms = INFLIGHT_POLL_MS  # a fetch cannot be woken by the insert's end
+                fetched = await self.consumer.getmany(timeout_ms=wait_ms, max_records=max_rows)
                 seeks = self.ready.snapshot()  # as of this fetch; a rebalance may run during any flush below
                 for tp, messages in fetched.items():
                     await self._take(tp.partition, messages, seeks.get(tp.partition))
+                if self._inflight_done():
+                    await self._finish()
                 due = [p for p, batch in self.batches.items() if batch.due(max_rows, max_age)]
                 full = any(len(self.batches[p].rows) >= max_rows for p in due)
-                if due and (full or time.time() >= self._calm_until):
-                    started = time.time()
-                    await self.flush_many(due)
-                    # As long again before the next age-due flush: when inserts are slow (small
-                    # batches on a busy engine) batches grow instead of the engine saturating.
-                    self._calm_until = 2 * time.time() - started
+                if due and (full or (self._inflight is None and time.time() >= self._calm_until)):
+                    # A full batch waits here for the flush in flight: memory stays bounded by
+                    # the batches in hand, also while ClickHouse is away.
+                    await self._start(due)
             await self.flush_all()
         finally:
+            if self._inflight is not None:  # stopped by an error: the plan stays for the restart
+                self._inflight.insert.cancel()
             await shutdown.close(self.consumer.stop(), f"sink {self.spec.name} consumer")
 
     def _sought(self, tp: TopicPartition, offset: int) -> None:
@@ -375,53 +401,87 @@ class TableWriter:
         await self.flush_many([partition])
 
     async def flush_many(self, partitions: Sequence[int]) -> None:
-        """Insert these partitions' batches, each exactly once: one plan commit, one insert a group, one done.
+        """Insert these partitions' batches, each exactly once, and wait until they are done."""
+        await self._start(partitions)
+        await self._finish()
 
-        The fresh batches form groups (`form_groups`), each inserted by one call with one token;
-        a batch re-formed after a crash is inserted again with the group it was planned with. The
-        plans of all of them travel in one OffsetCommit request and so do their done offsets, so a
-        flush of many partitions costs two broker round trips and one insert on the engine.
+    async def _start(self, partitions: Sequence[int]) -> None:
+        """Plan these partitions' batches and start inserting them; `_finish` commits them done.
+
+        The flush before is finished first, so a partition's plan is never committed before the
+        batch before it is done (a restart finds at most one plan a partition). The fresh batches
+        form groups (`form_groups`), each inserted by one call with one token; a batch re-formed
+        after a crash is inserted again with the group it was planned with. The plans of all of
+        them travel in one OffsetCommit request and so do their done offsets, so a flush of many
+        partitions costs two broker round trips and one insert on the engine. The insert runs in
+        a task of its own: the run loop takes the next records meanwhile.
         """
-        batches = [
-            batch
-            for p in partitions
-            if (batch := self.batches.pop(p, None)) is not None and (batch.rows or batch.planned is not None)
-        ]
-        started = time.perf_counter()
-        self._observe_stages(batches, time.time())
-        fresh = [b for b in batches if b.planned is None]
-        groups = form_groups(fresh, self.settings.sink_batch_rows)
+        async with self._flush_lock:
+            await self._finish_locked()
+            popped = [batch for p in partitions if (batch := self.batches.pop(p, None)) is not None]
+            batches = [b for b in popped if b.rows or b.planned is not None]
+            started = time.perf_counter()
+            self._observe_stages(batches, time.time())
+            fresh = [b for b in batches if b.planned is None]
+            groups = form_groups(fresh, self.settings.sink_batch_rows)
+            for group in groups:
+                spans = tuple(b.span for b in group) if len(group) > 1 else ()
+                for batch in group:
+                    batch.group = spans
+            plans = {self._tp(b): OffsetAndMetadata(b.first, b.plan) for b in fresh}
+            if plans and not await self._commit(plans):
+                for batch in fresh:  # not planned, so not inserted: its records must come again
+                    self._rewind(self._tp(batch), batch.first)
+                batches, groups = [b for b in batches if b.planned is not None], []
+            if batches:
+                groups += [[b] for b in batches if b.planned is not None]
+                planned = time.perf_counter()
+                insert = asyncio.create_task(self._insert_groups(groups))
+                self._inflight = _InFlight(batches, insert, time.time(), planned, planned - started)
+
+    async def _insert_groups(self, groups: Sequence[Sequence[Batch]]) -> None:
+        """The insert of a flush: ClickHouse only (and Kafka reads for a re-formed group), no commit."""
         for group in groups:
-            spans = tuple(b.span for b in group) if len(group) > 1 else ()
-            for batch in group:
-                batch.group = spans
-        plans = {self._tp(b): OffsetAndMetadata(b.first, b.plan) for b in fresh}
-        if plans and not await self._commit(plans):
-            for batch in fresh:  # not planned, so not inserted: its records must come again
-                self._rewind(self._tp(batch), batch.first)
-            batches, groups = [b for b in batches if b.planned is not None], []
-        planned = time.perf_counter()
-        for group in [*groups, *([b] for b in batches if b.planned is not None)]:
             await self._insert_group(group)
+
+    def _inflight_done(self) -> bool:
+        return self._inflight is not None and self._inflight.insert.done()
+
+    async def _finish(self) -> None:
+        """Wait for the flush in flight, if any, and commit its batches' done offsets."""
+        async with self._flush_lock:
+            await self._finish_locked()
+
+    async def _finish_locked(self) -> None:
+        inflight = self._inflight
+        if inflight is None:
+            return
+        try:
+            await inflight.insert
+        finally:
+            self._inflight = None
         inserted = time.perf_counter()
-        if batches:
-            # If this fails the plans stay committed: whoever reads one next re-forms its batch, same token.
-            await self._commit({self._tp(b): OffsetAndMetadata(b.last + 1, "") for b in batches})
-            table = self.spec.name
-            metrics.STAGE_SECONDS.labels(table, "plan").observe(planned - started)
-            metrics.STAGE_SECONDS.labels(table, "done").observe(time.perf_counter() - inserted)
-            log.debug(  # where a flush's time goes: LOG_LEVEL=DEBUG
-                "flushed",
-                extra={
-                    "table": table,
-                    "rows": sum(len(b.rows) for b in batches),
-                    "batches": len(batches),
-                    "oldest_s": round(time.time() - min(b.started for b in batches), 3),
-                    "plan_s": round(planned - started, 3),
-                    "insert_s": round(inserted - planned, 3),
-                    "done_s": round(time.perf_counter() - inserted, 3),
-                },
-            )
+        batches = inflight.batches
+        # If this fails the plans stay committed: whoever reads one next re-forms its batch, same token.
+        await self._commit({self._tp(b): OffsetAndMetadata(b.last + 1, "") for b in batches})
+        # As long again before the next age-due flush: when inserts are slow (small batches on a
+        # busy engine) batches grow instead of the engine saturating.
+        self._calm_until = 2 * time.time() - inflight.started
+        table = self.spec.name
+        metrics.STAGE_SECONDS.labels(table, "plan").observe(inflight.plan_s)
+        metrics.STAGE_SECONDS.labels(table, "done").observe(time.perf_counter() - inserted)
+        log.debug(  # where a flush's time goes: LOG_LEVEL=DEBUG
+            "flushed",
+            extra={
+                "table": table,
+                "rows": sum(len(b.rows) for b in batches),
+                "batches": len(batches),
+                "oldest_s": round(time.time() - min(b.started for b in batches), 3),
+                "plan_s": round(inflight.plan_s, 3),
+                "insert_s": round(inserted - inflight.planned, 3),
+                "done_s": round(time.perf_counter() - inserted, 3),
+            },
+        )
 
     def _observe_stages(self, batches: Sequence[Batch], now: float) -> None:
         """How long each batch's first record took to reach the sink, and then to be flushed."""
@@ -609,6 +669,7 @@ class TableWriter:
         The consumer may fetch a new partition while this runs; until the plan is read its
         records are not taken, and the partition is then sought back to the committed offset.
         """
+        await self._finish()  # (a revoke has already waited for it)
         for tp in partitions:
             self.ready.discard(tp.partition)
         if not partitions:
@@ -646,7 +707,9 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         self.writer = writer
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        # Re-formed batches not yet complete stay planned in Kafka for the next owner.
+        # The flush in flight is done while the partitions are still ours; re-formed batches not
+        # yet complete stay planned in Kafka for the next owner.
+        await self.writer._finish()
         due = [
             tp.partition
             for tp in revoked

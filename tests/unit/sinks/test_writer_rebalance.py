@@ -8,6 +8,7 @@ refuses a commit.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import time
 from collections.abc import Sequence
@@ -23,7 +24,7 @@ from postbacks.settings import Settings
 from schemas import CLICK, STREAM_TICK, Codec
 from sinks.clickhouse import ClickHouse
 from sinks.tables import SPECS
-from sinks.writer import Batch, TableWriter
+from sinks.writer import Batch, TableWriter, _Listener
 
 CLICKS = next(s for s in SPECS if s.name == "clicks")
 
@@ -182,3 +183,74 @@ async def test_a_group_with_a_record_of_an_older_version_is_decoded_in_python() 
     older.add(2, b"", writer.codec.version - 1)
     assert older.versions == {writer.codec.version - 1, writer.codec.version}
     assert writer._in_clickhouse([newest]) and not writer._in_clickhouse([newest, older])
+
+
+@dataclass
+class GatedClickHouse(FakeClickHouse):
+    """Inserts wait for `gate`: a flush stays in flight until the test lets it through."""
+
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def insert_avro(self, table: str, container: bytes, columns: Any, token: str) -> None:
+        await self.gate.wait()
+        await super().insert_avro(table, container, columns, token)
+
+
+def gated_writer() -> tuple[TableWriter, FakeConsumer, GatedClickHouse]:
+    clickhouse = GatedClickHouse()
+    writer = TableWriter(CLICKS, Settings(), cast(ClickHouse, clickhouse))
+    consumer = FakeConsumer(writer.topic)
+    writer.consumer = cast(Any, consumer)
+    writer._sought(TopicPartition(writer.topic, 0), 0)
+    return writer, consumer, clickhouse
+
+
+async def test_records_are_taken_while_an_insert_is_in_flight_and_planned_only_after_it_is_done() -> None:
+    writer, consumer, clickhouse = gated_writer()
+    await writer._take(0, messages(0, 1), writer.ready[0])
+    await writer._start([0])  # planned, inserting
+    await writer._take(0, messages(2, 3), writer.ready[0])  # the run loop goes on meanwhile
+    assert [row[0] for row in writer.batches[0].rows] == [2, 3]
+    following = asyncio.create_task(writer._start([0]))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert consumer.commits == [(0, 0, "batch:0-1")]  # no plan before the batch before it is done
+    clickhouse.gate.set()
+    await following
+    await writer._finish()
+    assert consumer.commits == [(0, 0, "batch:0-1"), (0, 2, ""), (0, 2, "batch:2-3"), (0, 4, "")]
+    assert stored_offsets(clickhouse) == [0, 1, 2, 3]
+
+
+async def test_a_revoke_finishes_the_flush_in_flight_before_flushing_the_rest() -> None:
+    writer, consumer, clickhouse = gated_writer()
+    await writer._take(0, messages(0, 1), writer.ready[0])
+    await writer._start([0])
+    await writer._take(0, messages(2), writer.ready[0])
+    revoke = asyncio.create_task(_Listener(writer).on_partitions_revoked({TopicPartition(writer.topic, 0)}))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert consumer.commits == [(0, 0, "batch:0-1")]
+    clickhouse.gate.set()
+    await revoke
+    assert consumer.commits == [(0, 0, "batch:0-1"), (0, 2, ""), (0, 2, "batch:2-2"), (0, 3, "")]
+    assert stored_offsets(clickhouse) == [0, 1, 2] and writer._inflight is None and not writer.batches
+
+
+async def test_stopping_waits_for_the_flush_in_flight() -> None:
+    writer, consumer, clickhouse = gated_writer()
+    await writer._take(0, messages(0), writer.ready[0])
+    await writer._start([0])
+    clickhouse.gate.set()
+    await writer.flush_all()
+    assert consumer.commits == [(0, 0, "batch:0-0"), (0, 1, "")]
+
+
+async def test_a_revoke_with_nothing_else_due_still_finishes_the_flush_in_flight() -> None:
+    """Its done commit is made while the partition is ours (after, the group would refuse it)."""
+    writer, consumer, clickhouse = gated_writer()
+    await writer._take(0, messages(0, 1), writer.ready[0])
+    await writer._start([0])
+    clickhouse.gate.set()
+    await _Listener(writer).on_partitions_revoked({TopicPartition(writer.topic, 0)})
+    assert consumer.commits == [(0, 0, "batch:0-1"), (0, 2, "")]
