@@ -36,8 +36,11 @@ def read_long(buf: bytes, pos: int) -> tuple[int, int]:
 def encode_long(value: int) -> bytes:
     """A long (or int): zig-zag, then 7 bits a byte, low bits first."""
     z = (value << 1) ^ (value >> 63)
-    if z < 0x80:
-        return _ONE_BYTE[z]
+    return _ONE_BYTE[z] if z < 0x80 else encode_unsigned(z)
+
+
+def encode_unsigned(z: int) -> bytes:
+    """A non-negative number 7 bits a byte, low bits first: a long's bytes after its zig-zag."""
     out = bytearray()
     while z >= 0x80:
         out.append((z & 0x7F) | 0x80)

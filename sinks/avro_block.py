@@ -24,7 +24,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from schemas.varint import encode_long, read_long
+from schemas.varint import encode_long, encode_unsigned, read_long
 from sinks.tables import OFFSET_COLUMNS
 
 MAGIC = b"Obj\x01"
@@ -72,15 +72,6 @@ def container(head: bytes, partition: int, records: Sequence[tuple[int, bytes]])
 _CONTINUED = [bytes((low | 0x80,)) for low in range(0x80)]
 
 
-def _unsigned_varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def container_blocks(
     head: bytes, blocks: Sequence[tuple[int, Sequence[tuple[int, bytes] | tuple[int, bytes, int]]]]
 ) -> bytes:
@@ -101,7 +92,7 @@ def container_blocks(
             if offset >= 64:
                 if offset >> 6 != high_of:
                     high_of = offset >> 6
-                    high = _unsigned_varint(high_of)
+                    high = encode_unsigned(high_of)
                 append(first_bytes[(offset << 1) & 0x7F] + high)
             else:
                 append(suffix + encode_long(offset))

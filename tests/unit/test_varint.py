@@ -7,7 +7,7 @@ import io
 import fastavro
 import pytest
 
-from schemas.varint import Truncated, encode_long, read_long
+from schemas.varint import Truncated, encode_long, encode_unsigned, read_long
 
 LONGS = [
     0,
@@ -35,6 +35,11 @@ def test_a_long_is_avros_zigzag_varint_and_reads_back(n: int) -> None:
     fastavro.schemaless_writer(out, {"type": "long"}, n)
     assert encode_long(n) == out.getvalue()
     assert read_long(b"\x07" + out.getvalue() + b"\x09", 1) == (n, 1 + len(out.getvalue()))
+
+
+@pytest.mark.parametrize("n", [n for n in LONGS if n >= 0])
+def test_an_unsigned_varint_is_a_longs_bytes_after_its_zigzag(n: int) -> None:
+    assert encode_unsigned(2 * n) == encode_long(n)
 
 
 def test_a_cut_or_overlong_varint_is_refused() -> None:
