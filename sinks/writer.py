@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -82,6 +83,7 @@ Span = tuple[int, int, int]
 # A record waiting in a batch: its offset, its Avro bytes and the schema version it was written with.
 # Decoding waits for the flush, which may leave it to ClickHouse (sinks/avro_block.py).
 Pending = tuple[int, bytes, int]
+_VERSION = operator.itemgetter(2)
 
 
 @dataclass
@@ -100,8 +102,6 @@ class Batch:
     # Every batch of the group it was (or is being) planned and inserted with, itself included;
     # empty when it went alone.
     group: tuple[Span, ...] = ()
-    # The schema versions among its rows (one or two), so a flush need not look at every row.
-    versions: set[int] = field(default_factory=set)
 
     def add(self, offset: int, value: bytes, version: int, written_at: float | None = None) -> None:
         if not self.rows:
@@ -110,7 +110,6 @@ class Batch:
             self.started = now if written_at is None else min(now, written_at)
             self.taken = now
         self.rows.append((offset, value, version))
-        self.versions.add(version)
 
     @property
     def first(self) -> int:
@@ -346,7 +345,7 @@ class TableWriter:
         The sink's main thread is its bound (the Kafka client's records, then this loop): the
         headers' version comes from the cache `_version` fills, and the row goes straight in.
         """
-        known, rows, versions = self._versions, batch.rows, batch.versions
+        known, rows = self._versions, batch.rows
         for message in messages:
             try:
                 version = known[message.headers]
@@ -357,8 +356,7 @@ class TableWriter:
                 continue  # a mark: takes an offset, adds no row
             if rows:
                 rows.append((message.offset, message.value, version))
-                versions.add(version)
-            else:
+            else:  # the first row also starts the batch's clock
                 batch.add(message.offset, message.value, version, message.timestamp / 1000)
 
     def _version(self, headers: Any) -> int | None:
@@ -495,7 +493,8 @@ class TableWriter:
 
     def _in_clickhouse(self, batches: Sequence[Batch]) -> bool:
         """ClickHouse decodes the batches itself when it can (sinks/avro_block.py)."""
-        return self._avro and all(batch.versions <= {self.codec.version} for batch in batches)
+        newest = {self.codec.version}
+        return self._avro and all(set(map(_VERSION, batch.rows)) <= newest for batch in batches)
 
     async def _insert_group(self, group: Sequence[Batch]) -> None:
         """Insert one planned group with its token in one call, retrying until ClickHouse takes it."""

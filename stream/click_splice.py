@@ -174,10 +174,6 @@ def _compile(kinds: list[int], runs: list[tuple[int, int]], at: tuple[int, int, 
     return namespace["splice"]
 
 
-def _bad_length() -> int:
-    raise Truncated("negative length")
-
-
 def _string_at(buf: bytes, pos: int) -> str:
     size, start = read_long(buf, pos)
     return buf[start : start + size].decode()
