@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from postbacks import gc_tuning, shutdown
 from postbacks import metrics as postbacks_metrics
-from postbacks import shutdown
 from postbacks.groups import sink_group
 from postbacks.metrics import GroupLag
 from postbacks.settings import Settings
@@ -66,6 +66,7 @@ async def serve(settings: Settings) -> None:
     stop = asyncio.Event()
     shutdown.on_stop_signals(asyncio.get_running_loop(), stop.set, settings.shutdown_timeout_s, "sink")
     writers = [TableWriter(spec, settings, clickhouse) for spec in SPECS]
+    gc_tuning.tune(settings.python_gc_threshold)
     try:
         await asyncio.gather(*(writer.run(stop) for writer in writers))
     finally:

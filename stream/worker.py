@@ -10,8 +10,8 @@ from typing import Any
 
 import faust
 
+from postbacks import gc_tuning, shutdown
 from postbacks import metrics as postbacks_metrics
-from postbacks import shutdown
 from postbacks.catalog import load_catalog
 from postbacks.groups import stream_group
 from postbacks.metrics import GroupLag
@@ -99,4 +99,5 @@ def run(settings: Settings) -> None:
         stream.app, loglevel=settings.log_level.lower(), override_logging=False, redirect_stdouts=False
     )
     worker.shutdown_timeout_s = settings.shutdown_timeout_s
+    gc_tuning.tune(settings.python_gc_threshold)
     worker.execute_from_commandline()

@@ -117,9 +117,9 @@ def test_an_unchanged_decision_is_not_encoded_again() -> None:
     raw, second = WRITER.dump(state, first)
     assert raw == CODEC.dump_state(state)
     assert second.head is first.head
-    assert second.decisions[0][2] is first.decisions[0][2]  # the same bytes object: not encoded
-    assert second.decisions[2][2] is first.decisions[2][2]
-    assert second.decisions[1][2] is not first.decisions[1][2]  # this one changed
+    assert second.encoded[0] is first.encoded[0]  # the same bytes object: not encoded
+    assert second.encoded[2] is first.encoded[2]
+    assert second.encoded[1] is not first.encoded[1]  # this one changed
 
 
 def test_only_bytes_of_this_version_holding_no_decision_are_cut_into_parts() -> None:
