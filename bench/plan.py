@@ -15,10 +15,12 @@ class Plan:
     e2e_rate: float = 300.0  # postbacks/s offered end to end: well within one stream worker's capacity
     e2e_seconds: float = 20.0
     e2e_clicks: int = 5_000
-    stream_clicks: int = 10_000  # clicks preloaded before the stream stage's postbacks
-    stream_postbacks: int = 150_000  # ~15 events per click, 10% sender retries among them
-    stream_sparse_clicks: int = 150_000  # half get one postback, half none; and the click path
-    sink_rows: int = 1_000_000
+    # Inputs sized so the windows run on input at today's rates (~5k postbacks/s, ~15k clicks/s,
+    # ~100k rows/s): smaller ones ran out first and left windows of 2-4 s.
+    stream_clicks: int = 20_000  # clicks preloaded before the stream stage's postbacks
+    stream_postbacks: int = 300_000  # ~15 events per click, 10% sender retries among them
+    stream_sparse_clicks: int = 400_000  # half get one postback, half none; and the click path
+    sink_rows: int = 2_500_000
     profile_dir: Path | None = None  # py-spy profiles of each stage's service, when set
     plot: Path | None = None  # the end-to-end latency distribution as a PNG, when set
     ingest_workers: int = 1  # granian worker processes of the ingest stage's service
