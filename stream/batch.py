@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from schemas import CLICK, CLICK_STATE, POSTBACK_RAW, STREAM_TICK, Codec, SchemaError, all_versions, latest
 from schemas.varint import Truncated, encode_long
@@ -39,9 +39,8 @@ from stream.state import STATE_CLICK_FIELDS, ClickState, PendingIndex, StateCode
 from stream.state_bytes import StateWriter, WrittenParts
 
 
-@dataclass(frozen=True, slots=True)
-class Source:
-    """One record of `clicks.raw` or `postbacks.raw`, as the batch needs it."""
+class Source(NamedTuple):
+    """One record of `clicks.raw` or `postbacks.raw`, as the batch needs it (a tuple: one per record)."""
 
     partition: int
     offset: int

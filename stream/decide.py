@@ -25,9 +25,8 @@ itself (`on_tick`), so a click appended before the mark is always read before it
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from postbacks.catalog import EMPTY_CATALOG, Catalog, Offer, PayoutRule
 from postbacks.settings import Settings
@@ -63,9 +62,12 @@ ADJUSTMENT_KIND = "adjustment"
 VIEW_KIND = "view_postback"
 
 
-@dataclass(frozen=True, slots=True)
-class Emit:
-    """One output record, encoded, with the schema version its bytes were written with."""
+class Emit(NamedTuple):
+    """One output record, encoded, with the schema version its bytes were written with.
+
+    Named tuples, not frozen dataclasses, for the records made per postback: a frozen
+    dataclass sets each field through object.__setattr__, a tuple is built in C.
+    """
 
     kind: str
     key: bytes
@@ -73,8 +75,7 @@ class Emit:
     schema_version: int
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     state_changed: bool
     emits: list[Emit]
 

@@ -20,13 +20,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 Headers = list[tuple[str, bytes]]  # aiokafka's batch builder takes a list (None: no headers)
 
 
-@dataclass(frozen=True, slots=True)
-class Outgoing:
+class Outgoing(NamedTuple):
     """One record to send: `partition` None lets the producer's partitioner choose by key."""
 
     topic: str

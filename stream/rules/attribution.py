@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from stream.rules.dedup import is_install
 
@@ -31,8 +31,7 @@ class Refused:
     detail: str
 
 
-@dataclass(frozen=True, slots=True)
-class Attributed:
+class Attributed(NamedTuple):
     conversion_time: int
     click_to_conversion_ms: int
     ctit_long: bool
