@@ -44,7 +44,6 @@ class WrittenParts:
     body: bytes  # all of them, joined: the array's items
 
 
-_NO_DECISIONS: tuple[Any, ...] = ()
 _emitted_of = operator.itemgetter("emitted")
 
 
@@ -79,8 +78,7 @@ class StateWriter:
             or not raw.endswith(b"\x00\x00")
         ):
             return None
-        empty = _NO_DECISIONS
-        return WrittenParts(state["click"], state["expires_at"], raw[:-2], empty, empty, empty, b"")
+        return WrittenParts(state["click"], state["expires_at"], raw[:-2], (), (), (), b"")
 
     def dump(self, state: ClickState, last: WrittenParts | None) -> tuple[bytes, WrittenParts]:
         click, expires_at = state["click"], state["expires_at"]

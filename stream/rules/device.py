@@ -1,16 +1,15 @@
 """Device, OS and browser from a user agent (ua-parser with its maintained regexes).
 
-Parsing runs only for conversions, never per click, and is cached here per distinct
-user agent (a few thousand are most of any platform's traffic): a hit on ua-parser's own
-cache cost twice as much. The cache holds 32,768 (~15 MB): with 8,192, a working set of
-user agents a little larger than it (the bench's 12,000, met in click order) missed on
-every conversion, and parsing was a seventh of the worker's CPU. A user agent not seen
-before goes through ua-parser's Rust resolver (the `ua-parser[regex]` extra,
-ua-parser-rs): ~0.07 ms against ~2.3 ms for its pure-Python regexes, which at a
-platform's variety of user agents would cap a worker at a few hundred conversions a
-second. Country comes from the sender's `country_code`: no maintained GeoIP database
-ships on PyPI (geoip2fast's data stopped in 2024, MaxMind needs a licence
-download), so IP-to-country is left to the sender and said so.
+Parsing runs only for conversions, never per click, and is cached here per distinct user agent
+(a few thousand are most of any platform's traffic): a hit on ua-parser's own cache cost twice
+as much. The cache holds 32,768 (~15 MiB with the bench's user agents, keys included, measured):
+with 8,192, a working set of user agents a little larger than it (the bench's 12,000, met in
+click order) missed on every conversion, and parsing was a seventh of the worker's CPU. A user
+agent not seen before goes through ua-parser's Rust resolver (the `ua-parser[regex]` extra,
+ua-parser-rs): ~0.07 ms against ~2.3 ms for its pure-Python regexes, which at a platform's variety
+of user agents would cap a worker at a few hundred conversions a second. Country comes from the
+sender's `country_code`: no maintained GeoIP database ships on PyPI (geoip2fast's data stopped
+in 2024, MaxMind needs a licence download), so IP-to-country is left to the sender and said so.
 """
 
 from __future__ import annotations
