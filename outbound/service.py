@@ -40,6 +40,7 @@ from postbacks import shutdown
 from postbacks.conventions import ConfigError
 from postbacks.groups import outbound_client, outbound_group
 from postbacks.metrics import GroupLag
+from postbacks.murmur2 import KeyPartitioner
 from postbacks.partitions import ReadyPartitions
 from postbacks.settings import Settings
 from postbacks.topics import DELIVERY_STATE_RETENTION_MS, Topics
@@ -77,6 +78,7 @@ class OutboundWorker:
             enable_idempotence=True,
             linger_ms=settings.kafka_linger_ms,
             compression_type=settings.kafka_compression,
+            partitioner=KeyPartitioner(),  # murmur2, as aiokafka's default (postbacks/murmur2.py)
         )
         self.recorder = Recorder(self.producer, self.topics)
         self.destinations = {

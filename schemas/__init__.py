@@ -120,6 +120,39 @@ def decimal_bytes(value: Decimal, precision: int, scale: int) -> bytes:
     return _decimal_bytes_by_digits(value, precision, scale)
 
 
+def decimal_writer(precision: int, scale: int) -> Callable[[Decimal], bytes]:
+    """`decimal_bytes` for one precision and scale, remembering the bytes of amounts already met.
+
+    Why. A conversion carries five amounts, and most repeat from one record to the next: an
+    offer's payout, its value in USD, the day's rate of a currency. Looking up an amount's
+    bytes costs a fifth of building them again. The key is the amount's text, not the Decimal:
+    equal Decimals may differ in exponent (1.2 and 1.2000000), and the refusals depend on it
+    (digits below the scale), while the text gives back sign, digits and exponent exactly. Only
+    bytes are remembered, never a refusal, and at most `_REMEMBERED` amounts, forgotten all at
+    once when full (amounts that never repeat cost one lookup more each).
+    """
+    key = (precision, scale)
+    made = _WRITERS.get(key)
+    if made is not None:
+        return made
+    memo: dict[str, bytes] = {}
+
+    def write(value: Decimal) -> bytes:
+        text = str(value)
+        found = memo.get(text)
+        if found is None:
+            found = decimal_bytes(value, precision, scale)
+            if len(memo) >= _REMEMBERED:
+                memo.clear()
+            memo[text] = found
+        return found
+
+    _WRITERS[key] = write
+    return write
+
+
+_REMEMBERED = 4096
+_WRITERS: dict[tuple[int, int], Callable[[Decimal], bytes]] = {}
 _EXACT = Context(prec=200, traps=[Rounded, Inexact, InvalidOperation])
 _SCALES: dict[int, tuple[Decimal, Decimal]] = {}
 
@@ -259,7 +292,10 @@ class Codec:
         """
         if not headers:
             return self.schema
-        pairs = headers.items() if isinstance(headers, Mapping) else headers
+        if headers.__class__ is tuple or headers.__class__ is list:  # aiokafka's, ours: no ABC check (slow)
+            pairs: Any = headers
+        else:
+            pairs = headers.items() if isinstance(headers, Mapping) else headers
         try:
             key = tuple(pairs)
             found = self._by_headers.get(key)

@@ -250,9 +250,12 @@ def _write(src: Source, depth: int, value: str, schema: Any, where: str, strict:
     elif kind == "long" and logical == "timestamp-millis":
         _timestamp(src, depth, value, where, strict)
     elif kind == "bytes" and logical == "decimal":
+        from schemas import decimal_writer  # the codec's own conversion for fastavro (a cycle at import)
+
         precision, scale = int(schema["precision"]), int(schema.get("scale", 0))
         src.line(depth, f"if isinstance({value}, _Decimal):")
-        src.line(depth + 1, f"{value} = _decimal_bytes({value}, {precision!r}, {scale!r})")
+        write = src.const(decimal_writer(precision, scale))
+        src.line(depth + 1, f"{value} = {write}({value})")
         _bytes(src, depth, value, where)
     elif isinstance(kind, str) and logical is None and kind != "record":
         _write(src, depth, value, kind, where, strict)
@@ -282,8 +285,6 @@ def writer_source(schema: Mapping[str, Any]) -> Source:
     a missing field, a nested mapping that is not a dict) to `general`, which writes it or refuses
     it: the same bytes and refusals either way.
     """
-    from schemas import decimal_bytes  # the same conversion the codec gives fastavro (a cycle at import)
-
     src = _Source(
         _MISSING=_MISSING,
         _Mapping=Mapping,
@@ -294,7 +295,6 @@ def writer_source(schema: Mapping[str, Any]) -> Source:
         _out_of_range=_out_of_range,
         _millis=_millis,
         _as_list=_as_list,
-        _decimal_bytes=decimal_bytes,
         _Fallback=_Fallback,
         _BRANCH_AND_LENGTH=_BRANCH_AND_LENGTH,
     )

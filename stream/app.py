@@ -46,6 +46,7 @@ from faust.types import TP
 
 from postbacks.catalog import Catalog
 from postbacks.groups import stream_client, stream_group
+from postbacks.murmur2 import KeyPartitioner
 from postbacks.settings import Settings
 from postbacks.topics import Topics, topic_partitions
 from schemas import DEAD_LETTER, FX_RATE, STREAM_TICK, Codec, SchemaError, schema_name
@@ -104,6 +105,7 @@ class StreamApp:
             broker_rebalance_timeout=max(settings.stream_session_timeout_s, 10.0),
             consumer_auto_offset_reset="earliest",
             producer_acks=-1,
+            producer_partitioner=KeyPartitioner(),  # murmur2, as aiokafka's default (postbacks/murmur2.py)
             producer_linger_ms=settings.kafka_linger_ms,
             # A fetch's outputs and changelog records go as one batch per partition
             # (stream/produce.py); aiokafka's 16 KiB default cut them into many round trips.

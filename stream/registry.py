@@ -21,7 +21,7 @@ import importlib
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from postbacks.catalog import Offer
 from stream.rules.attribution import Attributed, AttributionRules, Refused
@@ -29,9 +29,11 @@ from stream.rules.attribution import Attributed, AttributionRules, Refused
 Record = Mapping[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class RuleContext:
-    """What a rule may know besides the records: the offer, its rules, the timing, the rates."""
+class RuleContext(NamedTuple):
+    """What a rule may know besides the records: the offer, its rules, the timing, the rates.
+
+    A named tuple (made per postback): a frozen dataclass sets each field through object.__setattr__.
+    """
 
     offer: Offer | None
     rules: AttributionRules

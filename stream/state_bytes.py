@@ -20,8 +20,7 @@ from __future__ import annotations
 import itertools
 import operator
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from schemas import CLICK_STATE, latest
 from schemas.varint import encode_long
@@ -31,9 +30,9 @@ from stream.state import ClickState, Decision
 Encoder = Callable[[Mapping[str, Any]], bytes]
 
 
-@dataclass(frozen=True, slots=True)
-class WrittenParts:
-    """What the last write of a state was made of, for the next write of the same state."""
+class WrittenParts(NamedTuple):
+    """What the last write of a state was made of, for the next write of the same state (a
+    named tuple: one is made per state written)."""
 
     click: Any  # the state's click dict then (compared by identity)
     expires_at: int

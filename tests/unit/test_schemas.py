@@ -12,7 +12,16 @@ from fastavro.utils import generate_many
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas import CLICK, POSTBACK_RAW, POSTBACK_REJECTED, Codec, SchemaError, all_versions, decimal_bytes
+from schemas import (
+    CLICK,
+    POSTBACK_RAW,
+    POSTBACK_REJECTED,
+    Codec,
+    SchemaError,
+    all_versions,
+    decimal_bytes,
+    decimal_writer,
+)
 
 
 def test_every_topic_schema_is_shipped() -> None:
@@ -162,3 +171,34 @@ def test_decimals_too_fine_too_long_or_not_finite_are_refused() -> None:
     for value in (Decimal("1.0000001"), Decimal("NaN"), Decimal("1234567890123.000000")):
         with pytest.raises(ValueError):
             decimal_bytes(value, 18, 6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.decimals(allow_nan=False, allow_infinity=False, min_value=-(10**13), max_value=10**13), max_size=30
+    )
+)
+def test_decimal_writer_remembers_bytes_never_refusals(values: list[Decimal]) -> None:
+    """The remembering writer gives decimal_bytes' answer for every amount, in any order: an
+    amount refused for its exponent (1.2000000) stays refused after an equal one (1.2) was met."""
+    write = decimal_writer(18, 6)
+    for value in values + [v.scaleb(-1).scaleb(1) for v in values] + values:
+        try:
+            expected = decimal_bytes(value, 18, 6)
+        except ValueError:
+            with pytest.raises(ValueError):
+                write(value)
+            continue
+        assert write(value) == expected
+
+
+def test_decimal_writer_tells_equal_amounts_apart_by_exponent() -> None:
+    write = decimal_writer(18, 6)
+    assert write(Decimal("1.2")) == decimal_bytes(Decimal("1.2"), 18, 6)
+    assert Decimal("1.2000000") == Decimal("1.2")
+    with pytest.raises(ValueError):
+        write(Decimal("1.2000000"))  # seven places: refused, as fastavro refuses it
+    with pytest.raises(ValueError):
+        write(Decimal("0E-7"))
+    assert write(Decimal("0")) == b"\x00"
