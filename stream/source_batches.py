@@ -9,9 +9,10 @@ of a raw aiokafka consumer's rate (`postbacks bench stream`, "Faust floor").
 
 So for the source topics (`clicks.raw`, `postbacks.raw`) this consumer's fetch loop
 hands what one fetch returned, aiokafka's records grouped by partition, to the app in
-one call (`on_batch`); the app puts it on the agent's channel as one event. Every other
-topic (the tables' changelogs during recovery, standby partitions) goes through Faust's
-own per-record path unchanged.
+one call (`on_batch`); the app puts it on the agent's channel as one event. A standby
+partition's changelog records, once recovery is over, are written to the local store a
+fetch at a time as well (stream/standby_apply.py). Every other topic (the tables'
+changelogs during recovery) goes through Faust's own per-record path unchanged.
 
 Offsets. Source records are never Faust messages, so Faust's acknowledgement
 bookkeeping knows nothing of them: what may be committed for a source partition is
@@ -30,12 +31,14 @@ import asyncio
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Protocol, cast
 
 from faust.types import TP
 from mode import ServiceT
 
 from stream.commit_limit import CommitLimitedConsumer
+from stream.standby_apply import StandbyApplier
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +145,11 @@ class BatchConsumer(CommitLimitedConsumer):
                 ours.append((TP(tp.topic, tp.partition), batch))
                 self._read_offset[tp] = batch[-1].offset
                 continue
+            if self.app.consumer_generation_id != generation or not self.flow_active:
+                return ours
+            if self._standbys.apply(tp, batch, self._handed.get(tp)):  # stream/standby_apply.py
+                self._read_offset[tp] = batch[-1].offset
+                continue
             for record in batch:
                 if self.app.consumer_generation_id != generation or not self.flow_active:
                     return ours  # as Faust's getmany: stop delivering what a rebalance made stale
@@ -159,6 +167,16 @@ class BatchConsumer(CommitLimitedConsumer):
         message = self._to_message(tp, record)
         await self.wait_first(self.callback(message), self.suspend_flow.wait())
         self._read_offset[tp] = offset
+        self._handed[tp] = offset
+
+    @cached_property
+    def _standbys(self) -> StandbyApplier:
+        return StandbyApplier(self.app)
+
+    @cached_property
+    def _handed(self) -> dict[TP, int]:
+        """The last offset of each partition handed to Faust's own path (see stream/standby_apply.py)."""
+        return {}
 
     def _filter_tps_with_pending_acks(self, topics: Any = None) -> Iterator[TP]:
         """Faust's candidates for a commit (partitions with acked records), plus our source partitions."""
