@@ -120,6 +120,7 @@ def decimal_bytes(value: Decimal, precision: int, scale: int) -> bytes:
     return _decimal_bytes_by_digits(value, precision, scale)
 
 
+@cache  # one writer, and so one memory of amounts, per precision and scale
 def decimal_writer(precision: int, scale: int) -> Callable[[Decimal], bytes]:
     """`decimal_bytes` for one precision and scale, remembering the bytes of amounts already met.
 
@@ -131,10 +132,6 @@ def decimal_writer(precision: int, scale: int) -> Callable[[Decimal], bytes]:
     bytes are remembered, never a refusal, and at most `_REMEMBERED` amounts, forgotten all at
     once when full (amounts that never repeat cost one lookup more each).
     """
-    key = (precision, scale)
-    made = _WRITERS.get(key)
-    if made is not None:
-        return made
     memo: dict[str, bytes] = {}
 
     def write(value: Decimal) -> bytes:
@@ -147,12 +144,10 @@ def decimal_writer(precision: int, scale: int) -> Callable[[Decimal], bytes]:
             memo[text] = found
         return found
 
-    _WRITERS[key] = write
     return write
 
 
 _REMEMBERED = 4096
-_WRITERS: dict[tuple[int, int], Callable[[Decimal], bytes]] = {}
 _EXACT = Context(prec=200, traps=[Rounded, Inexact, InvalidOperation])
 _SCALES: dict[int, tuple[Decimal, Decimal]] = {}
 
