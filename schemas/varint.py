@@ -40,7 +40,22 @@ def encode_long(value: int) -> bytes:
 
 
 def encode_unsigned(z: int) -> bytes:
-    """A non-negative number 7 bits a byte, low bits first: a long's bytes after its zig-zag."""
+    """A non-negative number 7 bits a byte, low bits first: a long's bytes after its zig-zag.
+
+    Six bytes (2^35 to 2^42) spelled out: a millisecond timestamp's zig-zag is that long
+    until 2109, and the click path writes one for every click (its state's expiry).
+    """
+    if 0x800000000 <= z < 0x40000000000:
+        return bytes(
+            (
+                z & 0x7F | 0x80,
+                z >> 7 & 0x7F | 0x80,
+                z >> 14 & 0x7F | 0x80,
+                z >> 21 & 0x7F | 0x80,
+                z >> 28 & 0x7F | 0x80,
+                z >> 35,
+            )
+        )
     out = bytearray()
     while z >= 0x80:
         out.append((z & 0x7F) | 0x80)

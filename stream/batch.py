@@ -123,6 +123,19 @@ class BatchDecider:
         self.splicers = _splicers()
         # A new click's state: version byte, union branch 1 (a click), the click, expires_at, [], [].
         self.new_state_head = bytes((latest(CLICK_STATE).version,)) + b"\x02"
+        self._ttl_ms: dict[str, int] = {}
+
+    def ttl_ms(self, offer_id: str) -> int:
+        """The decider's click TTL for an offer, remembered: a decider's catalog is fixed for its life.
+
+        Every new click asks; any offer id a click carries is asked for, so the memory is bounded.
+        """
+        ttl = self._ttl_ms.get(offer_id)
+        if ttl is None:
+            if len(self._ttl_ms) >= 10_000:
+                self._ttl_ms.clear()
+            ttl = self._ttl_ms[offer_id] = self.decider.ttl_ms(offer_id)
+        return ttl
 
     def new_click_state(self, spliced: bytes, expires_at: int) -> bytes:
         """The bytes StateCodec.dump_state writes for a new click (tests/unit/stream/test_click_splice.py)."""
@@ -150,13 +163,6 @@ def _splicers() -> dict[int, ClickSplicer]:
 _ABSENT = object()
 
 
-@dataclass(frozen=True, slots=True)
-class _Encoded:
-    """A state the batch built as bytes (a new click): decoded only if the batch reads it again."""
-
-    value: bytes
-
-
 class _Run:
     """One batch: the touched states, decoded once, and what the batch wrote over the tables."""
 
@@ -166,7 +172,8 @@ class _Run:
         self.owner = owner
         self.tables = states
         self.index_table = index
-        self.cache: dict[bytes, ClickState | _Encoded | None] = {}
+        # A state as bytes is one the batch built that way (a new click): decoded only if read again.
+        self.cache: dict[bytes, ClickState | bytes | None] = {}
         self.partition_of: dict[bytes, int] = {}
         self.dirty: set[bytes] = set()
         self.written_from: dict[bytes, WrittenParts] = {}  # for states kept decoded since their write
@@ -189,8 +196,8 @@ class _Run:
         decoded = self.owner.decoded
         for key in self.dirty:
             state = self.cache[key]
-            if isinstance(state, _Encoded):
-                value: bytes | None = state.value
+            if isinstance(state, bytes):
+                value: bytes | None = state
             elif state is None or (
                 state["click"] is None and not state["pending"] and not state["decisions"]
             ):
@@ -205,8 +212,8 @@ class _Run:
 
     def _load(self, key: bytes, partition: int) -> ClickState | None:
         cached = self.cache.get(key, _ABSENT)
-        if isinstance(cached, _Encoded):
-            cached = self.cache[key] = self._decode(key, cached.value)
+        if isinstance(cached, bytes):
+            cached = self.cache[key] = self._decode(key, cached)
         if cached is not _ABSENT:
             return cached  # type: ignore[return-value]
         raw = self.tables.get(key, partition)
@@ -289,8 +296,8 @@ class _Run:
                 return False
         elif cached is not None:
             return False
-        value = owner.new_click_state(spliced, clicked_at + self.d.ttl_ms(offer_id))
-        self.cache[key] = _Encoded(value)
+        value = owner.new_click_state(spliced, clicked_at + owner.ttl_ms(offer_id))
+        self.cache[key] = value
         self.partition_of[key] = record.partition
         self.dirty.add(key)
         return True

@@ -26,10 +26,6 @@ from typing import Any
 from schemas.varint import Truncated, read_long
 
 
-def _skip_long(buf: bytes, pos: int) -> int:
-    return read_long(buf, pos)[1]
-
-
 def _skip_string(buf: bytes, pos: int) -> int:
     size, pos = read_long(buf, pos)
     end = pos + size
@@ -110,11 +106,12 @@ class ClickSplicer:
 def _compile(kinds: list[int], runs: list[tuple[int, int]], at: tuple[int, int, int]) -> Any:
     """The splice function for fields of these kinds: generated source, one block of reads a field.
 
-    A length or a union branch below 64 is one byte (the usual case here), read inline; anything
-    longer goes through `read_long`. Bytes that end early raise IndexError inside, turned into
-    Truncated, as are bytes left over after the last field.
+    A length below 8,192 or a union branch is one or two bytes (the usual case here), read
+    inline, as is a long's extent; anything longer goes through `read_long`. Bytes that end
+    early raise IndexError inside, turned into Truncated, as are bytes left over after the
+    last field.
     """
-    needed = {first for first, _ in runs} | {last + 1 for _, last in runs} | set(at)
+    needed = {first for first, _ in runs} | {last + 1 for _, last in runs} | set(at) | {at[0] + 1, at[2] + 1}
     lines = ["def splice(value):", "    p = 0", "    try:"]
 
     def string(indent: str) -> None:
@@ -123,6 +120,8 @@ def _compile(kinds: list[int], runs: list[tuple[int, int]], at: tuple[int, int, 
                 f"{indent}b = value[p]",
                 f"{indent}if b < 0x80 and not b & 1:",
                 f"{indent}    p += 1 + (b >> 1)",
+                f"{indent}elif b >= 0x80 and value[p + 1] < 0x80 and not b & 1:",  # 64 to 8191 bytes
+                f"{indent}    p += 2 + ((b & 0x7F | value[p + 1] << 7) >> 1)",
                 f"{indent}else:",
                 f"{indent}    p = _skip_string(value, p)",
             ]
@@ -133,14 +132,24 @@ def _compile(kinds: list[int], runs: list[tuple[int, int]], at: tuple[int, int, 
             lines.append(f"        s{index} = p")
         if kind == _STRING:
             string("        ")
-        elif kind == _LONG:
+        elif kind == _LONG:  # its bytes skipped: a timestamp is six, so no call to read one
             lines += [
                 "        p += 1",
                 "        if value[p - 1] >= 0x80:",
-                "            p = _skip_long(value, p - 1)",
+                "            q = p + 9",
+                "            while value[p] >= 0x80:",
+                "                p += 1",
+                "            p += 1",
+                "            if p > q:",
+                "                raise Truncated('varint longer than 64 bits')",
             ]
         elif kind == _MAP:
-            lines.append("        p = _skip_string_map(value, p)")
+            lines += [
+                "        if value[p] == 0:",  # an empty map: the usual one
+                "            p += 1",
+                "        else:",
+                "            p = _skip_string_map(value, p)",
+            ]
         else:  # _OPTIONAL
             lines += [
                 "        b = value[p]",
@@ -159,13 +168,13 @@ def _compile(kinds: list[int], runs: list[tuple[int, int]], at: tuple[int, int, 
         "    if p != len(value):",
         "        raise Truncated('a string runs past the end' if p > len(value) else 'bytes left over')",
         "    kept = " + " + ".join(f"value[s{first}:s{last + 1}]" for first, last in runs),
-        f"    click_id, offer_id = _string_at(value, s{at[0]}), _string_at(value, s{at[2]})",
+        f"    click_id = _string_at(value, s{at[0]}, s{at[0] + 1})",
+        f"    offer_id = _string_at(value, s{at[2]}, s{at[2] + 1})",
         f"    return click_id, read_long(value, s{at[1]})[0], offer_id, kept",
     ]
     namespace: dict[str, Any] = {
         "Truncated": Truncated,
         "read_long": read_long,
-        "_skip_long": _skip_long,
         "_skip_string": _skip_string,
         "_skip_string_map": _skip_string_map,
         "_string_at": _string_at,
@@ -174,6 +183,7 @@ def _compile(kinds: list[int], runs: list[tuple[int, int]], at: tuple[int, int, 
     return namespace["splice"]
 
 
-def _string_at(buf: bytes, pos: int) -> str:
-    size, start = read_long(buf, pos)
-    return buf[start : start + size].decode()
+def _string_at(buf: bytes, pos: int, end: int) -> str:
+    """The string whose encoding spans buf[pos:end] (the splice has already found where it ends)."""
+    start = pos + 1 if buf[pos] < 0x80 else read_long(buf, pos)[1]
+    return buf[start:end].decode()
