@@ -52,6 +52,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import OffsetAndMetadata
 
 from postbacks import shutdown
+from postbacks.fetched import light_records
 from postbacks.groups import sink_client, sink_group
 from postbacks.partitions import ReadyPartitions
 from postbacks.settings import Settings
@@ -284,6 +285,7 @@ class TableWriter:
     async def run(self, stop: asyncio.Event) -> None:
         self.consumer.subscribe([self.topic], listener=_Listener(self))
         await self.consumer.start()
+        light_records(self.consumer)  # tuples of the four fields read here (postbacks/fetched.py)
         max_rows, max_age = self.settings.sink_batch_rows, self.settings.sink_max_age_ms / 1000
         try:
             while not stop.is_set():
@@ -556,6 +558,7 @@ class TableWriter:
             isolation_level="read_committed",
         )
         await reader.start()
+        light_records(reader)
         try:
             tps = {TopicPartition(self.topic, p): span for p, span in spans.items()}
             reader.assign(list(tps))
