@@ -4,8 +4,9 @@ Why. For every record it hands over, aiokafka (0.14, pinned) builds a `ConsumerR
 Python: a dataclass of eleven fields, two `len` calls, the headers copied into a tuple, behind
 two generator frames. The sink reads four of those fields (offset, timestamp, value, headers),
 and building the objects was half of its main thread (docs/benchmarks.md, "Profiles"). A
-`FetchedRecord` is a tuple made in one C call: 2.5 to 3.0 µs a record through `getmany` against
-4.1 to 5.0 µs for aiokafka's own (a fetch of 10,000 records of 300 bytes, measured back to back).
+`FetchedRecord` is a tuple made in one C call: 2.9 to 3.1 µs a record through aiokafka's own
+records iteration against 4.0 to 5.1 µs for its `ConsumerRecord`s (10,000 records of 300 bytes
+built in memory, measured back to back; docs/benchmarks.md, session 13).
 
 How. `light_records(consumer)`, once the consumer has started, puts a mapping in front of the
 fetcher's results that switches each partition's records object, as aiokafka stores it, to a
@@ -14,7 +15,8 @@ record. Everything else is aiokafka's code, unchanged: transaction markers and a
 (the sink reads committed records only), CRC checks, positions, seeks, rebalances. The tuples
 have the attribute names of `ConsumerRecord`'s four fields, so code reading those works with
 either; if a later aiokafka stores its results differently, `light_records` logs it and the
-consumer keeps handing over its own records (tests/unit/test_fetched.py pins which).
+consumer keeps handing over its own records (tests/integration/test_fetched.py
+fails on such a version).
 """
 
 from __future__ import annotations

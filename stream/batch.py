@@ -27,8 +27,9 @@ any state of the batch is written, so a crash repeats them rather than loses the
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, NamedTuple, Protocol
 
 from schemas import CLICK, CLICK_STATE, POSTBACK_RAW, STREAM_TICK, Codec, SchemaError, all_versions, latest
@@ -123,19 +124,9 @@ class BatchDecider:
         self.splicers = _splicers()
         # A new click's state: version byte, union branch 1 (a click), the click, expires_at, [], [].
         self.new_state_head = bytes((latest(CLICK_STATE).version,)) + b"\x02"
-        self._ttl_ms: dict[str, int] = {}
-
-    def ttl_ms(self, offer_id: str) -> int:
-        """The decider's click TTL for an offer, remembered: a decider's catalog is fixed for its life.
-
-        Every new click asks; any offer id a click carries is asked for, so the memory is bounded.
-        """
-        ttl = self._ttl_ms.get(offer_id)
-        if ttl is None:
-            if len(self._ttl_ms) >= 10_000:
-                self._ttl_ms.clear()
-            ttl = self._ttl_ms[offer_id] = self.decider.ttl_ms(offer_id)
-        return ttl
+        # The click TTL of an offer, remembered (a decider's catalog is fixed for its life): every
+        # new click asks. Bounded: the offer ids asked for are whatever the clicks carry.
+        self.ttl_ms: Callable[[str], int] = lru_cache(maxsize=10_000)(decider.ttl_ms)
 
     def new_click_state(self, spliced: bytes, expires_at: int) -> bytes:
         """The bytes StateCodec.dump_state writes for a new click (tests/unit/stream/test_click_splice.py)."""
