@@ -20,7 +20,6 @@ import contextlib
 import logging
 import math
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -43,6 +42,7 @@ from ingest.impressions import parse_impression
 from ingest.parsing import Params, Refusal, normalise_postback, parse_json_body, parse_query
 from ingest.publisher import KafkaPublisher, Unavailable
 from ingest.ratelimit import TokenBucket
+from ingest.request_ids import request_id
 from ingest.sources import Source, SourceRegistry, load_sources
 from postbacks.catalog import Catalog, load_catalog
 from postbacks.settings import Settings
@@ -159,7 +159,7 @@ class IngestApp:
         """A request's id, arrival time and sender address (proxies believed per the sources file)."""
         return _Context(
             request=request,
-            request_id=uuid.uuid4().hex,
+            request_id=request_id(),
             received_ms=int(now * 1000),
             sender_ip=client_ip(
                 request.peer, request.headers.get("x-forwarded-for"), self.sources.trusted_proxies
