@@ -95,6 +95,10 @@ class Settings:
     # The agent decides its sources in batches (stream/batch.py): at most this many records, what
     # one fetch returns (stream/source_batches.py).
     stream_batch_max: int = field(default=2000, metadata=_env("STREAM_BATCH_MAX"))
+    # The longest a fetch waits at the broker for records (aiokafka's fetch_max_wait_ms; Faust
+    # sets 1500). One fetch is in flight per broker: while it long-polls the idle partitions, the
+    # busy ones wait for it (stream/source_batches.py).
+    stream_fetch_max_wait_ms: int = field(default=100, metadata=_env("STREAM_FETCH_MAX_WAIT_MS"))
     # Click states kept decoded between batches (stream/batch.py DecodedStates): a click with many
     # postbacks is then not decoded again from the bytes the previous batch wrote. Memory: a few KiB each.
     stream_decoded_states: int = field(default=20_000, metadata=_env("STREAM_DECODED_STATES"))
@@ -210,6 +214,8 @@ class Settings:
             raise SettingsError("TOPIC_PARTITIONS must be at least 1")
         if self.publish_timeout_s <= 0:
             raise SettingsError("PUBLISH_TIMEOUT_S must be positive")
+        if self.stream_fetch_max_wait_ms < 0:
+            raise SettingsError("STREAM_FETCH_MAX_WAIT_MS must be 0 or more")
         if self.stream_store not in {"rocksdb", "memory"}:
             raise SettingsError("STREAM_STORE must be rocksdb or memory")
         if self.log_format not in {"json", "text"}:

@@ -162,6 +162,7 @@ class StreamApp:
         self._idle.set()
         self._batch_sender: BatchSender | None = None
         app.source_topics = self._source_names
+        app.fetch_max_wait_ms = settings.stream_fetch_max_wait_ms
         app.on_source_batch = self._hand_over
         app.source_batch_idle = self._batch_idle
         self.agent = app.agent(self.batches, name="attribute")(self._attribute)

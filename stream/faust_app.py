@@ -36,6 +36,8 @@ class StreamFaustApp(faust.App):
     source_topics: frozenset[str] = frozenset()
     on_source_batch: Callable[[SourceBatch], Awaitable[None]] = staticmethod(_no_batches)
     source_batch_idle: Callable[[], Awaitable[None]] = staticmethod(_idle)
+    #: The longest the consumer's fetches wait at the broker (stream/source_batches.py).
+    fetch_max_wait_ms: int = 500
 
     def _new_producer(self) -> ProducerT:
         producer = super()._new_producer()

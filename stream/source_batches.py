@@ -23,6 +23,17 @@ streams to be empty before it lets partitions go; `batch_idle` makes that wait i
 the batch the agent is deciding, so no state is written to a partition already revoked.
 A fetch handed over under an older consumer generation is dropped by the agent and read
 again from the committed offset (Faust seeks every assigned partition there).
+
+Fetching. aiokafka keeps one fetch in flight per broker, and asks again for a partition
+only once its fetched records have all been taken. So while the agent works through a busy
+partition's records, the next fetch goes out for the partitions with nothing buffered, the
+idle ones (the other source topic, impressions, the standby changelogs), and the broker
+holds it for up to the fetch's max wait, since they have no records. When the busy
+partition runs dry, its next records wait for that fetch to come back. Faust sets the wait
+to 1.5 s: reading a backlog of clicks while no postbacks came, the agent sat idle for ~0.7 s
+at a time, half of the time (docs/benchmarks.md, session 14). The consumer thread here
+gives its aiokafka consumer `STREAM_FETCH_MAX_WAIT_MS` instead (100 ms by default: an idle
+worker then asks each broker ten times a second).
 """
 
 from __future__ import annotations
@@ -34,6 +45,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Protocol, cast
 
+from aiokafka import AIOKafkaConsumer
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP
 from mode import ServiceT
 
@@ -60,16 +73,36 @@ class BatchReceiver(Protocol):
     """What the app (stream/faust_app.py) gives the consumer: the topics to batch and where batches go."""
 
     source_topics: frozenset[str]
+    fetch_max_wait_ms: int
 
     async def on_source_batch(self, batch: SourceBatch) -> None: ...
 
     async def source_batch_idle(self) -> None: ...
 
 
+def set_fetch_max_wait(consumer: AIOKafkaConsumer, wait_ms: int) -> AIOKafkaConsumer:
+    """Have a consumer not yet started long-poll at most `wait_ms` (its fetcher takes it at start)."""
+    if not isinstance(getattr(consumer, "_fetch_max_wait_ms", None), int):
+        raise RuntimeError("this aiokafka keeps its fetch max wait elsewhere (0.14 is pinned)")
+    consumer._fetch_max_wait_ms = wait_ms
+    return consumer
+
+
+class SourceConsumerThread(AIOKafkaConsumerThread):
+    """Faust's consumer thread, its aiokafka consumer long-polling the receiver's max wait."""
+
+    def _create_worker_consumer(self, transport: Any) -> AIOKafkaConsumer:
+        consumer = super()._create_worker_consumer(transport)
+        return set_fetch_max_wait(consumer, cast(BatchReceiver, self.app).fetch_max_wait_ms)
+
+
 class BatchConsumer(CommitLimitedConsumer):
     @property
     def receiver(self) -> BatchReceiver:
         return cast(BatchReceiver, self.app)
+
+    def _new_consumer_thread(self) -> SourceConsumerThread:
+        return SourceConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     @property
     def batch_topics(self) -> frozenset[str]:
