@@ -36,8 +36,9 @@ class StreamFaustApp(faust.App):
     source_topics: frozenset[str] = frozenset()
     on_source_batch: Callable[[SourceBatch], Awaitable[None]] = staticmethod(_no_batches)
     source_batch_idle: Callable[[], Awaitable[None]] = staticmethod(_idle)
-    #: The longest the consumer's fetches wait at the broker (stream/source_batches.py).
-    fetch_max_wait_ms: int = 500
+    #: The longest the consumer's fetches wait at the broker (stream/source_batches.py); Faust's
+    #: own until the stream app sets STREAM_FETCH_MAX_WAIT_MS.
+    fetch_max_wait_ms: int = 1500
 
     def _new_producer(self) -> ProducerT:
         producer = super()._new_producer()
