@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from commands.local.broker import free_port
 from commands.local.children import spawn
@@ -53,6 +54,16 @@ def stop_process(process: subprocess.Popen[bytes] | None, timeout_s: float = 30.
 
 def create_topics(settings: Settings) -> None:
     asyncio.run(ensure_topics(settings))
+
+
+async def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    """One topic of a test's own, outside the pipeline's topics."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+    finally:
+        await admin.close()
 
 
 def read_topic(

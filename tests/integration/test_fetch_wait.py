@@ -17,9 +17,9 @@ import uuid
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from stream.source_batches import set_fetch_max_wait
+from tests.helpers import create_topic
 
 pytestmark = pytest.mark.integration
 
@@ -28,12 +28,7 @@ BATCHES, PER_BATCH = 4, 10
 
 async def _write(bootstrap: str, topic: str) -> None:
     """Partition 0: four record batches of ten; partition 1 stays empty."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
-    finally:
-        await admin.close()
+    await create_topic(bootstrap, topic, 2)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:

@@ -14,22 +14,17 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import ConsumerRecord
 
 from postbacks.fetched import FetchedRecord, light_records
+from tests.helpers import create_topic
 
 pytestmark = pytest.mark.integration
 
 
 async def _write(bootstrap: str, topic: str) -> set[bytes]:
     """Plain and transactional records on two partitions, one transaction aborted; the committed values."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
-    finally:
-        await admin.close()
+    await create_topic(bootstrap, topic, 2)
     committed: set[bytes] = set()
     plain = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await plain.start()
