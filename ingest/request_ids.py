@@ -2,9 +2,10 @@
 
 Why. `uuid.uuid4().hex` asks the kernel for 16 random bytes (a `getrandom` call) and builds
 a `UUID` object for every request; in the ingest's profile that was ~5% of its CPU
-(docs/benchmarks.md, "Ingest"). These ids are the same thing: 122 random bits from
-`os.urandom` with uuid4's version and variant bits, as 32 hex characters, so the ids
-senders get back and the stream's identities keep their form. One read serves 256 requests.
+(docs/benchmarks.md, "The click path's fetches; request ids"). These ids are the same
+thing: 122 random bits from `os.urandom` with uuid4's version and variant bits, as 32 hex
+characters, so the ids senders get back and the stream's identities keep their form. One
+read serves 256 requests.
 
 A forked process must not hand out the ids its parent's pool still holds: the pool is
 dropped in the child (`os.register_at_fork`), so each process reads its own.
@@ -20,7 +21,7 @@ _VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
 
 class RequestIds:
-    """Call for the next id; not thread-safe (one per event loop, as the app holds it)."""
+    """Call for the next id. Not thread-safe: an ingest process serves from one event loop."""
 
     __slots__ = ("_at", "_pool")
 
