@@ -80,13 +80,24 @@ def test_a_short_fetch_wait_keeps_a_busy_partition_from_waiting_on_idle_ones(kaf
     assert fast_s < slow_s - 1.5, (fast_s, slow_s)
 
 
-def test_the_wait_is_set_where_aiokafka_reads_it() -> None:
-    async def made() -> AIOKafkaConsumer:  # aiokafka wants a running loop to build a consumer
-        return AIOKafkaConsumer(bootstrap_servers="localhost:1", fetch_max_wait_ms=1500)
+def test_the_wait_is_the_one_the_started_fetcher_requests_with(kafka_bootstrap: str) -> None:
+    topic = f"fetchwait-{uuid.uuid4().hex[:8]}"
 
-    consumer = asyncio.run(made())
-    assert set_fetch_max_wait(consumer, 100) is consumer
-    assert consumer._fetch_max_wait_ms == 100
+    async def started_wait() -> int:
+        await create_topic(kafka_bootstrap, topic, 1)
+        consumer = set_fetch_max_wait(
+            AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, fetch_max_wait_ms=1500), 100
+        )
+        await consumer.start()  # the fetcher, built at start, puts this in every fetch request
+        try:
+            consumer.assign([TopicPartition(topic, 0)])
+            await consumer.getmany(timeout_ms=200)  # one fetch round: the fetcher is running
+            wait: int = consumer._fetcher._fetch_max_wait_ms
+            return wait
+        finally:
+            await consumer.stop()
+
+    assert asyncio.run(started_wait()) == 100
 
     class Elsewhere:
         pass

@@ -340,3 +340,20 @@ def test_every_table_changelog_is_created_before_faust_starts(
     changelogs = {table.changelog_topic.get_topic_name() for table in app.app.tables.values()}
     assert set(app.changelog_topics()) == changelogs and len(changelogs) == 3  # view-state too
     assert all(config["cleanup.policy"].startswith("compact") for config in app.changelog_topics().values())
+
+
+async def test_the_workers_consumer_long_polls_the_configured_wait(tmp_path: Path) -> None:
+    """STREAM_FETCH_MAX_WAIT_MS reaches the aiokafka consumer Faust's consumer thread builds."""
+    settings = Settings(
+        kafka_bootstrap_servers="127.0.0.1:9",
+        stream_store="memory",
+        data_dir=tmp_path,
+        stream_fetch_max_wait_ms=123,
+    )
+    app = StreamApp(settings, EMPTY_CATALOG, {})
+    thread = app.app.consumer._new_consumer_thread()
+    consumer = thread._create_worker_consumer(app.app.transport)
+    try:
+        assert consumer._fetch_max_wait_ms == 123  # Faust's own would be 1500
+    finally:
+        await consumer.stop()  # never started: closes what the constructor opened
