@@ -8,9 +8,10 @@ Batches hold one Kafka partition's consecutive offsets. The batches due together
 3. done     commit each `<last>+1`.
 One insert per group, not per partition: an insert's cost on the engine is mostly fixed (its
 materialized views, its new parts), so a flush of six small batches costs one insert, not six.
-A batch is due at `sink_batch_rows` or once its first record was written `sink_max_age_ms` ago,
-but a flush by age waits as long as the previous flush took (so slow inserts grow the batches
-instead of saturating the engine); the batches due together share one plan commit and one done commit.
+A batch is due at `sink_batch_rows` or once its first record was written `sink_max_age_ms` ago;
+the batches due together share one plan commit and one done commit. With one flush in flight at
+a time, slow inserts grow the batches by themselves: what arrives during a flush is due when it
+ends and goes in the next one, so the engine runs at most one insert per `max(insert, max age)`.
 The run loop does not wait for an insert: it goes on fetching and taking the next records while
 ClickHouse inserts, and finishes the flush (waits for the insert, commits the done offsets) before
 planning the next one, before a rebalance goes ahead, and at the end. At most one flush is in flight,
@@ -149,7 +150,6 @@ class _InFlight:
 
     batches: list[Batch]
     insert: asyncio.Task[None]
-    started: float  # wall clock, for the calm period after it
     planned: float  # perf_counter when the plan was committed and the insert started
     plan_s: float
 
@@ -262,8 +262,6 @@ class TableWriter:
         self.ready = ReadyPartitions()
         self.inserted = 0
         self.undecodable = 0
-        # No flush by age before this (wall clock): the last flush's duration after its end.
-        self._calm_until = 0.0
         # At most one flush in flight (planned, inserting); its done commit before the next plan.
         self._inflight: _InFlight | None = None
         self._flush_lock = asyncio.Lock()
@@ -291,10 +289,8 @@ class TableWriter:
             while not stop.is_set():
                 if self._inflight_done():
                     await self._finish()
-                now = time.time()
                 if self._inflight is None:
-                    wait_ms = poll_timeout_ms(self.batches.values(), max_age, now)
-                    wait_ms = min(POLL_TIMEOUT_MS, max(wait_ms, round((self._calm_until - now) * 1000)))
+                    wait_ms = poll_timeout_ms(self.batches.values(), max_age, time.time())
                 else:
                     wait_ms = INFLIGHT_POLL_MS  # a fetch cannot be woken by the insert's end
                 fetched = await self.consumer.getmany(timeout_ms=wait_ms, max_records=max_rows)
@@ -305,7 +301,7 @@ class TableWriter:
                     await self._finish()
                 due = [p for p, batch in self.batches.items() if batch.due(max_rows, max_age)]
                 full = any(len(self.batches[p].rows) >= max_rows for p in due)
-                if due and (full or (self._inflight is None and time.time() >= self._calm_until)):
+                if due and (full or self._inflight is None):
                     # A full batch waits here for the flush in flight: memory stays bounded by
                     # the batches in hand, also while ClickHouse is away.
                     await self._start(due)
@@ -437,7 +433,7 @@ class TableWriter:
                 groups += [[b] for b in batches if b.planned is not None]
                 planned = time.perf_counter()
                 insert = asyncio.create_task(self._insert_groups(groups))
-                self._inflight = _InFlight(batches, insert, time.time(), planned, planned - started)
+                self._inflight = _InFlight(batches, insert, planned, planned - started)
 
     async def _insert_groups(self, groups: Sequence[Sequence[Batch]]) -> None:
         """The insert of a flush: ClickHouse only (and Kafka reads for a re-formed group), no commit."""
@@ -464,9 +460,6 @@ class TableWriter:
         batches = inflight.batches
         # If this fails the plans stay committed: whoever reads one next re-forms its batch, same token.
         await self._commit({self._tp(b): OffsetAndMetadata(b.last + 1, "") for b in batches})
-        # As long again before the next age-due flush: when inserts are slow (small batches on a
-        # busy engine) batches grow instead of the engine saturating.
-        self._calm_until = 2 * time.time() - inflight.started
         table = self.spec.name
         metrics.STAGE_SECONDS.labels(table, "plan").observe(inflight.plan_s)
         metrics.STAGE_SECONDS.labels(table, "done").observe(time.perf_counter() - inserted)
